@@ -1,0 +1,127 @@
+"""The Flask application factory: `create_app(config=None)`.
+
+Run it with ``flask --app app run`` (development), ``gunicorn 'app:create_app()'``
+(production, see the Procfile) or any ``flask --app app ...`` command.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+from flask import Flask
+
+from config import ROOT, database_url, load_config
+from engine.flow import FlowError, FlowSet
+from engine.ports import SystemClock
+from engine.runner import Runner
+from engine.templating import Templates
+from engine.validate import load_flows
+from integrations.openai import llm_from_config
+from integrations.twilio import split_body
+from models import db, init_db
+from services.turns import Turns
+
+
+@dataclass
+class Parley:
+    """What the app holds besides Flask's own: the flows and the runner.
+
+    Attributes:
+        flows: The loaded flows (empty when they failed to load under the CLI).
+        runner: The flow runner.
+        flow_error: Why the flows did not load, when they did not.
+    """
+
+    flows: FlowSet
+    runner: Runner
+    flow_error: FlowError | None = None
+
+    def turns(self) -> Turns:
+        """A turn service bound to the current app context's session."""
+        if self.flow_error is not None:
+            raise self.flow_error
+        return Turns(db.session, self.runner, split_body)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app.
+
+    Args:
+        config: Settings that override the environment (tests pass these);
+            ``TESTING=True`` also skips reading ``.env``.
+
+    Raises:
+        FlowError: a flow in ``FLOWS_DIR`` is invalid; the message lists every
+            problem with ``file:line``. (Under the ``flask`` command the error is
+            kept instead, so that ``flask flows validate`` can report it.)
+    """
+    overrides = dict(config or {})
+    if not overrides.get("TESTING"):
+        load_dotenv(ROOT / ".env")
+    settings = load_config(os.environ, overrides)
+
+    app = Flask(__name__, instance_path=str(ROOT / "instance"))
+    app.config.update(settings)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url(
+        settings.get("DATABASE_URL"), Path(app.instance_path)
+    )
+    app.config.setdefault("MIGRATIONS_DIR", ROOT / "migrations")
+    app.config["SECRET_KEY"] = settings.get("SECRET_KEY") or secrets.token_hex(32)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    _configure_logging(app)
+
+    init_db(app)
+    app.extensions["parley"] = _load_parley(app)
+
+    from web import register_blueprints
+
+    register_blueprints(app)
+    from cli import register_commands
+
+    register_commands(app)
+    return app
+
+
+def _load_parley(app: Flask) -> Parley:
+    templates = Templates(Path(app.config["PROMPTS_DIR"]))
+    llm = llm_from_config(app.config)
+    flow_error = None
+    try:
+        flows = load_flows(Path(app.config["FLOWS_DIR"]), templates)
+    except FlowError as error:
+        # The `flask flows ...` commands must run to report broken flows;
+        # everything else (servers, `flask chat`) refuses to start.
+        if not _running_flows_command():
+            raise
+        flows, flow_error = FlowSet(), error
+    runner = Runner(
+        flows=flows,
+        templates=templates,
+        llm=llm,
+        clock=SystemClock(),
+        default_model=app.config["OPENAI_MODEL"],
+    )
+    return Parley(flows=flows, runner=runner, flow_error=flow_error)
+
+
+def _running_flows_command() -> bool:
+    return os.environ.get("FLASK_RUN_FROM_CLI") == "true" and "flows" in sys.argv[1:]
+
+
+def _configure_logging(app: Flask) -> None:
+    level = getattr(logging, str(app.config.get("LOG_LEVEL", "INFO")).upper(), logging.INFO)
+    logger = logging.getLogger("parley")
+    logger.setLevel(level)
+    if not logger.handlers and not app.config.get("TESTING"):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)

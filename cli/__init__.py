@@ -1,0 +1,105 @@
+"""``flask`` commands: ``flows validate`` and ``chat`` (``db ...`` comes from Flask-Migrate)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from engine.flow import load_flow_files, parse_flow
+from engine.templating import Templates
+from engine.validate import validate_flows
+from integrations.twilio import parse_address
+from services.turns import Incoming
+
+flows_cli = AppGroup("flows", help="Check the flows in FLOWS_DIR (or a given path).")
+
+
+@flows_cli.command("validate")
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+def validate_command(path: Path | None) -> None:
+    """Check shape and graph of flows; print every problem as file:line; exit 1 on any.
+
+    PATH is a flow file or a folder of them (default: FLOWS_DIR).
+    """
+    templates = Templates(Path(current_app.config["PROMPTS_DIR"]))
+    target = path or Path(current_app.config["FLOWS_DIR"])
+    if target.is_dir():
+        flows, problems = load_flow_files(target)
+    else:
+        flow, problems = parse_flow(target.read_text(encoding="utf-8"), str(target))
+        flows = [flow] if flow else []
+    problems = problems + validate_flows(flows, templates)
+    for problem in problems:
+        click.echo(str(problem))
+    if problems:
+        click.echo(f"{len(problems)} problem(s) found.", err=True)
+        sys.exit(1)
+    names = ", ".join(flow.id for flow in flows)
+    click.echo(f"OK: {len(flows)} flow(s) valid ({names}).")
+
+
+@click.command("chat")
+@click.argument("flow_id", metavar="FLOW")
+@click.option(
+    "--as", "phone", default="+15550100100", show_default=True, help="The contact's E.164 number."
+)
+@click.option(
+    "--channel", type=click.Choice(["whatsapp", "sms"]), default="whatsapp", show_default=True
+)
+@click.option("--name", default=None, help="The contact's profile name.")
+@click.option("--verbose", is_flag=True, help="Show the engine's log lines.")
+def chat_command(flow_id: str, phone: str, channel: str, name: str | None, verbose: bool) -> None:
+    """Talk to FLOW from the terminal, through the same runner and database as the webhook."""
+    if not verbose:
+        logging.getLogger("parley").setLevel(logging.CRITICAL)
+    parley = current_app.extensions["parley"]
+    if parley.flow_error is not None:
+        raise click.ClickException(str(parley.flow_error))
+    if parley.flows.get(flow_id) is None:
+        known = ", ".join(parley.flows.flows) or "none"
+        raise click.ClickException(f"no flow {flow_id!r}; flows: {known}")
+    try:
+        _, phone = parse_address(phone)
+    except ValueError as error:
+        raise click.ClickException(f"--as: {error}") from error
+    config = current_app.config
+    if not (config.get("OPENAI_API_KEY") or config.get("OPENAI_BASE_URL")):
+        click.echo(
+            "No LLM is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for an "
+            "OpenAI-compatible server) in the environment or .env. Until then, LLM steps "
+            "answer with the flow's fallback.",
+            err=True,
+        )
+    click.echo(f"Chatting with {flow_id} as {phone} on {channel}. Ctrl-D or /quit to leave.")
+    address = "whatsapp:+15550009999" if channel == "whatsapp" else "+15550009999"
+    while True:
+        try:
+            text = click.prompt("you", prompt_suffix="> ", default="", show_default=False)
+        except (EOFError, click.Abort):
+            click.echo()
+            return
+        if text.strip() == "/quit":
+            return
+        incoming = Incoming(
+            phone=phone,
+            channel=channel,  # type: ignore[arg-type]
+            address=address,
+            body=text,
+            message_sid=f"chat-{uuid.uuid4().hex}",
+            name=name,
+        )
+        outcome = parley.turns().handle(incoming, flow_id=flow_id)
+        for reply in outcome.replies:
+            click.echo(f"bot> {reply}")
+
+
+def register_commands(app: Flask) -> None:
+    """Add Parley's commands to ``flask``."""
+    app.cli.add_command(flows_cli)
+    app.cli.add_command(chat_command)

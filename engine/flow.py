@@ -1,0 +1,273 @@
+"""Flows: the pydantic model of a flow file, and loading flow files with line numbers."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from engine.steps import Step, step_kind
+from engine.steps.ask import fold
+
+DEFAULT_FALLBACK = "Sorry, I'm having trouble right now. Please try again in a minute."
+
+Location = tuple[str | int, ...]
+
+
+class Trigger(BaseModel):
+    """When a flow starts for a contact who is in no flow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keywords: list[str] = []
+    """Messages that start this flow (whole message, case and accents ignored)."""
+    default: bool = False
+    """Start this flow for any message no keyword matched (one flow at most)."""
+
+
+class LLMDefaults(BaseModel):
+    """Defaults for the flow's ``llm`` steps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    """The model, e.g. ``gpt-4o-mini``; ``OPENAI_MODEL`` when absent."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    """Sampling temperature, 0 to 2."""
+
+
+class Flow(BaseModel):
+    """One flow file: a graph of steps a contact moves through."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
+    """The flow's name: lower case, digits, ``_`` and ``-``."""
+    description: str = ""
+    """What the flow is for, in a sentence."""
+    trigger: Trigger = Trigger()
+    """Keywords that start it, and whether it is the default flow."""
+    llm: LLMDefaults = LLMDefaults()
+    """Defaults for its ``llm`` steps."""
+    fallback: str = DEFAULT_FALLBACK
+    """Sent when a step fails (the LLM is down, an answer never fits)."""
+    variables: dict[str, Any] = {}
+    """Initial values of ``vars``."""
+    start: str
+    """The first step."""
+    steps: dict[str, Step] = Field(min_length=1)
+    """The steps by id."""
+
+    _source: str = PrivateAttr(default="<flow>")
+    _lines: dict[Location, int] = PrivateAttr(default_factory=dict)
+    _version: str = PrivateAttr(default="")
+
+    @property
+    def source(self) -> str:
+        """The file the flow was read from."""
+        return self._source
+
+    @property
+    def version(self) -> str:
+        """A content hash of the flow file (12 hex digits)."""
+        return self._version
+
+    def line_of(self, location: Location) -> int:
+        """The line of `location` in the file, or of its nearest enclosing key."""
+        for end in range(len(location), 0, -1):
+            line = self._lines.get(tuple(location[:end]))
+            if line is not None:
+                return line
+        return 1
+
+
+@dataclass(frozen=True)
+class FlowProblem:
+    """One thing wrong with a flow file.
+
+    Attributes:
+        source: The file.
+        line: The 1-based line in it.
+        message: What is wrong.
+        hint: How to fix it, in one line (may be empty).
+        flow_id: The flow, when known.
+        step_id: The step, when the problem is in one.
+    """
+
+    source: str
+    line: int
+    message: str
+    hint: str = ""
+    flow_id: str | None = None
+    step_id: str | None = None
+
+    def __str__(self) -> str:
+        where = f" step {self.step_id!r}:" if self.step_id else ""
+        hint = f" (hint: {self.hint})" if self.hint else ""
+        return f"{self.source}:{self.line}:{where} {self.message}{hint}"
+
+
+class FlowError(Exception):
+    """Flows that cannot be used; `problems` lists every problem found.
+
+    Attributes:
+        problems: Each problem, with file and line.
+    """
+
+    def __init__(self, problems: list[FlowProblem]) -> None:
+        self.problems = problems
+        report = "\n".join(str(problem) for problem in problems)
+        super().__init__(f"{len(problems)} problem(s) in the flows:\n{report}")
+
+
+def yaml_lines(text: str) -> dict[Location, int]:
+    """Map every key path of a YAML document to the 1-based line it stands on.
+
+    ``{("steps", "welcome", "say"): 12, ...}``; sequence items are keyed by index.
+
+    Raises:
+        yaml.YAMLError: the text is not YAML.
+    """
+    lines: dict[Location, int] = {}
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+
+    def walk(node: yaml.Node, path: Location) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+                lines[(*path, name)] = key.start_mark.line + 1
+                walk(value, (*path, name))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[(*path, index)] = item.start_mark.line + 1
+                walk(item, (*path, index))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _location_in_file(loc: tuple[Any, ...], data: Any) -> Location:
+    """A pydantic error location with the union tags (step kinds) removed."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_dict or in_list:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and step_kind(node) == part:
+            continue  # a discriminated-union tag, not a key of the file
+        else:
+            path.append(part)
+            node = None
+    return tuple(path)
+
+
+def _step_of(location: Location) -> str | None:
+    if len(location) >= 2 and location[0] == "steps":
+        return str(location[1])
+    return None
+
+
+def parse_flow(text: str, source: str) -> tuple[Flow | None, list[FlowProblem]]:
+    """Parse one flow file's text.
+
+    Args:
+        text: The YAML.
+        source: The file name, used in problems.
+
+    Returns:
+        The flow (None when its shape is wrong) and the shape problems found.
+    """
+    try:
+        data = yaml.safe_load(text)
+        lines = yaml_lines(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        reason = getattr(error, "problem", None) or str(error)
+        return None, [FlowProblem(source, line, f"not valid YAML: {reason}")]
+    if not isinstance(data, dict):
+        return None, [FlowProblem(source, 1, "a flow file is a mapping with id, start and steps")]
+    flow_id = data.get("id") if isinstance(data.get("id"), str) else None
+    try:
+        flow = Flow.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            location = _location_in_file(item["loc"], data)
+            field_name = ".".join(str(part) for part in location) or "flow"
+            problems.append(
+                FlowProblem(
+                    source,
+                    _line(lines, location),
+                    f"{field_name}: {item['msg']}",
+                    flow_id=flow_id,
+                    step_id=_step_of(location),
+                )
+            )
+        return None, problems
+    flow._source = source
+    flow._lines = lines
+    flow._version = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return flow, []
+
+
+def _line(lines: dict[Location, int], location: Location) -> int:
+    for end in range(len(location), 0, -1):
+        if tuple(location[:end]) in lines:
+            return lines[tuple(location[:end])]
+    return 1
+
+
+@dataclass
+class FlowSet:
+    """The loaded flows, by id, with trigger matching.
+
+    Attributes:
+        flows: Flow id → flow.
+    """
+
+    flows: dict[str, Flow] = field(default_factory=dict)
+
+    def get(self, flow_id: str) -> Flow | None:
+        """The flow with this id, or None."""
+        return self.flows.get(flow_id)
+
+    @property
+    def default(self) -> Flow | None:
+        """The flow whose trigger says ``default: true``, if any."""
+        return next((flow for flow in self.flows.values() if flow.trigger.default), None)
+
+    def match(self, text: str) -> Flow | None:
+        """The flow a message starts: by keyword, else the default flow."""
+        folded = fold(text)
+        for flow in self.flows.values():
+            if any(fold(keyword) == folded for keyword in flow.trigger.keywords):
+                return flow
+        return self.default
+
+
+def load_flow_files(flows_dir: Path) -> tuple[list[Flow], list[FlowProblem]]:
+    """Parse every ``*.yaml``/``*.yml`` file of a folder (shape only, sorted by name).
+
+    Returns:
+        The flows that parsed, and the problems of those that did not.
+    """
+    flows: list[Flow] = []
+    problems: list[FlowProblem] = []
+    paths = sorted([*flows_dir.glob("*.yaml"), *flows_dir.glob("*.yml")])
+    if not paths:
+        problems.append(FlowProblem(str(flows_dir), 1, "no flow files (*.yaml) in this folder"))
+    for path in paths:
+        flow, found = parse_flow(path.read_text(encoding="utf-8"), str(path))
+        problems.extend(found)
+        if flow is not None:
+            flows.append(flow)
+    return flows, problems

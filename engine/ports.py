@@ -1,0 +1,220 @@
+"""What the engine needs from the world, as plain data and Protocols.
+
+The engine does no I/O of its own: the execution store, the LLM and the clock
+are handed to it by the caller (a web request, a Celery task or `flask chat`).
+`models/` and `integrations/` implement these Protocols; tests can implement
+them in a few lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Channel = Literal["whatsapp", "sms"]
+ExecutionStatus = Literal["active", "waiting", "ended", "handed_over", "failed"]
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Contact:
+    """The person a turn is for.
+
+    Attributes:
+        id: The store's id for the contact (never the phone number, so it can be
+            logged).
+        phone: E.164 phone number, e.g. ``+15551234567``.
+        name: The profile name WhatsApp reports (``ProfileName``), if any.
+        channel: The channel of the current conversation.
+    """
+
+    id: int
+    phone: str
+    name: str | None = None
+    channel: Channel = "sms"
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One message a contact sent, as the engine sees it.
+
+    Attributes:
+        text: The message body as typed (data, never a template).
+        channel: ``whatsapp`` or ``sms``.
+        message_sid: Twilio's ``MessageSid`` (34 characters), or a local id.
+        media: URLs of attached media (Twilio's ``MediaUrl{N}``).
+    """
+
+    text: str
+    channel: Channel = "sms"
+    message_sid: str = ""
+    media: tuple[str, ...] = ()
+
+    def as_context(self) -> dict[str, Any]:
+        """The ``input`` variable of templates: ``{text, channel, media}``."""
+        return {"text": self.text, "channel": self.channel, "media": list(self.media)}
+
+
+@dataclass(frozen=True)
+class HistoryMessage:
+    """One earlier message of the conversation, oldest first in a history list.
+
+    Attributes:
+        role: ``user`` for the contact, ``assistant`` for the bot or an agent.
+        content: The message text.
+    """
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class LLMUsage:
+    """What one LLM call cost.
+
+    Attributes:
+        model: The model that answered (as the API reports it).
+        prompt_tokens: Input tokens (OpenAI ``usage.prompt_tokens``).
+        completion_tokens: Output tokens (OpenAI ``usage.completion_tokens``).
+        latency_ms: Wall time of the call, retries included, in milliseconds.
+    """
+
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: int
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """A chat completion request.
+
+    Attributes:
+        model: Model name, e.g. ``gpt-4o-mini``.
+        messages: OpenAI-style messages, ``[{"role": ..., "content": ...}]``.
+        temperature: Sampling temperature, 0 to 2, or None for the server default.
+        output_schema: A JSON Schema (an object schema) the answer must follow
+            (structured output), or None for free text.
+        schema_name: Name for the schema (OpenAI ``json_schema.name``:
+            ``[a-zA-Z0-9_-]``, at most 64 characters).
+    """
+
+    model: str
+    messages: list[dict[str, str]]
+    temperature: float | None = None
+    output_schema: dict[str, Any] | None = None
+    schema_name: str = "output"
+
+
+@dataclass(frozen=True)
+class LLMResponse:
+    """A completed LLM call.
+
+    Attributes:
+        text: The raw text of the answer (the JSON text under structured output).
+        data: The parsed JSON object under structured output, else None.
+        usage: Tokens and latency.
+    """
+
+    text: str
+    usage: LLMUsage
+    data: dict[str, Any] | None = None
+
+
+class LLMError(Exception):
+    """An LLM call failed (timeout, refusal, server error, bad JSON) after retries."""
+
+
+class LLMUnavailable(LLMError):
+    """No LLM is configured (neither ``OPENAI_API_KEY`` nor ``OPENAI_BASE_URL``)."""
+
+
+class LLM(Protocol):
+    """A chat model."""
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        """Run one chat completion.
+
+        Raises:
+            LLMError: the call failed after the client's retries.
+        """
+        ...
+
+
+class Clock(Protocol):
+    """The time source, so tests and timers can control `now`."""
+
+    def now(self) -> dt.datetime:
+        """The current time, timezone-aware (UTC)."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> dt.datetime:
+        """The current UTC time."""
+        return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class ExecutionState:
+    """A contact's run through one flow, as the engine reads and changes it.
+
+    Attributes:
+        flow_id: The flow's ``id``.
+        flow_version: Content hash of the flow the execution started on.
+        current_step: The step the execution is at (waiting at, when waiting).
+        status: ``active`` while steps run, ``waiting`` for the contact,
+            ``ended``, ``handed_over`` or ``failed``.
+        variables: The flow's variables (``vars`` in templates), JSON-able.
+        step_results: Each step's result by step id (``steps`` in templates).
+        step_state: Book-keeping of the current step (retries, LLM turns);
+            reset when the execution moves to another step.
+        wait_deadline: When a waiting step times out, or None.
+        id: The store's id, None until stored.
+    """
+
+    flow_id: str
+    flow_version: str
+    current_step: str
+    status: ExecutionStatus = "active"
+    variables: dict[str, Any] = field(default_factory=dict)
+    step_results: dict[str, Any] = field(default_factory=dict)
+    step_state: dict[str, Any] = field(default_factory=dict)
+    wait_deadline: dt.datetime | None = None
+    id: int | None = None
+
+
+class ExecutionStore(Protocol):
+    """Where executions and conversation history live, keyed by contact.
+
+    Implementations run inside the caller's transaction; the caller commits the
+    execution and the transcript together.
+    """
+
+    def active_execution(self, contact_id: int) -> ExecutionState | None:
+        """The contact's execution that is not ended or failed, or None."""
+        ...
+
+    def history(self, contact_id: int, limit: int) -> list[HistoryMessage]:
+        """The last `limit` messages before the current turn, oldest first."""
+        ...
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One message the bot sends in a turn.
+
+    Attributes:
+        text: The message body (may exceed one Twilio message; the sender splits it).
+        step_id: The step that produced it, or None (a fallback outside any step).
+        usage: Model, tokens and latency when an LLM wrote it.
+        author: ``bot`` or ``system``.
+    """
+
+    text: str
+    step_id: str | None = None
+    usage: LLMUsage | None = None
+    author: str = "bot"

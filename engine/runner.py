@@ -1,0 +1,231 @@
+"""Advance a contact's execution by one inbound message and say what to send.
+
+The runner is steps 5 of a turn (DESIGN.md, "A turn, step by step"): resume
+the execution or start a flow, run steps until one waits or the flow ends, and
+return the replies. It does no I/O: storing, locking and sending are the
+caller's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.flow import DEFAULT_FALLBACK, Flow, FlowSet
+from engine.ports import (
+    LLM,
+    Clock,
+    Contact,
+    ExecutionState,
+    HistoryMessage,
+    InboundMessage,
+    Reply,
+)
+from engine.steps.base import Continue, End, StepContext, StepError, Wait, resolve_next
+from engine.templating import TemplateFailure, Templates
+
+log = logging.getLogger("parley.engine")
+
+#: More steps than this in one turn is a loop in the flow, not a conversation.
+MAX_STEPS_PER_TURN = 50
+
+
+class FlowLoopError(StepError):
+    """A turn ran more than `MAX_STEPS_PER_TURN` steps without waiting.
+
+    Attributes:
+        flow_id: The flow.
+        steps: The steps run in the turn, in order.
+    """
+
+    def __init__(self, flow_id: str, steps: list[str]) -> None:
+        tail = " → ".join(steps[-8:])
+        super().__init__(
+            steps[-1],
+            f"flow {flow_id!r} ran {len(steps)} steps in one turn without waiting "
+            f"(a loop?): … {tail}",
+        )
+        self.flow_id = flow_id
+        self.steps = steps
+
+
+@dataclass
+class TurnResult:
+    """What a turn did.
+
+    Attributes:
+        execution: The execution after the turn (None when no flow matched).
+        replies: The messages to send, in order.
+        steps: The step ids run, in order.
+        error: The failure that made the turn answer with the fallback, if any.
+        started: Whether the turn started a new execution.
+    """
+
+    execution: ExecutionState | None
+    replies: list[Reply] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    error: StepError | None = None
+    started: bool = False
+
+
+@dataclass
+class Runner:
+    """Runs turns of the loaded flows.
+
+    Attributes:
+        flows: The loaded, validated flows.
+        templates: The sandboxed Jinja environment (with the prompts folder).
+        llm: The chat model.
+        clock: The time source.
+        default_model: Model for ``llm`` steps that name none (``OPENAI_MODEL``).
+        max_steps: The per-turn step budget.
+    """
+
+    flows: FlowSet
+    templates: Templates
+    llm: LLM
+    clock: Clock
+    default_model: str = "gpt-4o-mini"
+    max_steps: int = MAX_STEPS_PER_TURN
+
+    def run_turn(
+        self,
+        execution: ExecutionState | None,
+        inbound: InboundMessage | None,
+        contact: Contact,
+        history: Callable[[int], list[HistoryMessage]],
+        flow_id: str | None = None,
+    ) -> TurnResult:
+        """Advance `execution` with `inbound`, or start a flow for it.
+
+        Args:
+            execution: The contact's active execution, or None.
+            inbound: The message that caused the turn.
+            contact: Who the turn is for.
+            history: ``history(n)``: the last n messages before this turn.
+            flow_id: Run this flow: an execution of another flow is ended and
+                this one started (``flask chat FLOW``); None to follow triggers.
+
+        Returns:
+            The execution as it now stands and the replies. A failing step does
+            not raise: the result carries the error and the flow's fallback.
+        """
+        if execution is not None and execution.status in ("ended", "failed"):
+            execution = None
+        if execution is not None and flow_id is not None and execution.flow_id != flow_id:
+            execution.status = "ended"
+            execution = None
+        flow = self.flows.get(execution.flow_id) if execution else None
+        if execution is not None and (flow is None or execution.current_step not in flow.steps):
+            log.warning(
+                "flow.execution.orphaned contact=%s flow=%s step=%s",
+                contact.id,
+                execution.flow_id,
+                execution.current_step,
+            )
+            execution.status = "ended"
+            execution = None
+        result = TurnResult(execution=execution)
+        if execution is None:
+            flow = (
+                self.flows.get(flow_id)
+                if flow_id
+                else self.flows.match(inbound.text if inbound else "")
+            )
+            if flow is None:
+                result.error = StepError("-", "no flow matches and there is no default flow")
+                result.replies.append(Reply(text=DEFAULT_FALLBACK, author="system"))
+                return result
+            execution = ExecutionState(
+                flow_id=flow.id,
+                flow_version=flow.version,
+                current_step=flow.start,
+                variables=dict(flow.variables),
+            )
+            result.execution = execution
+            result.started = True
+        assert flow is not None
+        context = StepContext(
+            flow=flow,
+            step_id=execution.current_step,
+            execution=execution,
+            contact=contact,
+            input=inbound,
+            templates=self.templates,
+            llm=self.llm,
+            clock=self.clock,
+            history=history,
+            default_model=self.default_model,
+            replies=result.replies,
+        )
+        try:
+            self._run(flow, context, result, resume=not result.started)
+        except (StepError, TemplateFailure) as error:
+            failure = (
+                error
+                if isinstance(error, StepError)
+                else StepError(context.step_id, f"template failed: {error}")
+            )
+            self._fail(flow, context, result, failure)
+        return result
+
+    def _run(self, flow: Flow, context: StepContext, result: TurnResult, resume: bool) -> None:
+        execution = context.execution
+        execution.status = "active"
+        while True:
+            if len(result.steps) >= self.max_steps:
+                raise FlowLoopError(flow.id, result.steps)
+            step = flow.steps[execution.current_step]
+            context.step_id = execution.current_step
+            result.steps.append(context.step_id)
+            started = time.perf_counter()
+            outcome = step.resume(context) if resume else step.enter(context)
+            log.info(
+                "flow.step.run contact=%s flow=%s step=%s kind=%s phase=%s outcome=%s ms=%d",
+                context.contact.id,
+                flow.id,
+                context.step_id,
+                step.kind,
+                "resume" if resume else "enter",
+                type(outcome).__name__.lower(),
+                (time.perf_counter() - started) * 1000,
+            )
+            resume = False
+            if isinstance(outcome, Wait):
+                execution.status = "waiting"
+                execution.wait_deadline = outcome.deadline
+                return
+            if isinstance(outcome, End):
+                execution.status = "ended"
+                return
+            assert isinstance(outcome, Continue)
+            target = outcome.target
+            if target is None:
+                target = resolve_next(step.next, context)
+            if target is None:
+                execution.status = "ended"
+                return
+            execution.current_step = target
+            execution.step_state = {}
+            execution.wait_deadline = None
+
+    def _fail(self, flow: Flow, context: StepContext, result: TurnResult, error: StepError) -> None:
+        """Answer with the fallback; keep the execution where a retry makes sense."""
+        log.error(
+            "flow.step.failed contact=%s flow=%s step=%s reason=%s",
+            context.contact.id,
+            flow.id,
+            error.step_id,
+            error.reason,
+        )
+        result.error = error
+        # A step that can be tried again (an LLM call that timed out) waits for
+        # the contact's next message; anything else would fail the same way.
+        context.execution.status = "waiting" if error.retryable else "failed"
+        try:
+            text = self.templates.render(flow.fallback, context.template_context())
+        except TemplateFailure:
+            text = DEFAULT_FALLBACK
+        result.replies.append(Reply(text=text, step_id=error.step_id, author="system"))

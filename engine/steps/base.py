@@ -1,0 +1,242 @@
+"""What every step kind shares: transitions, the step context and step results."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engine.ports import (
+    LLM,
+    Clock,
+    Contact,
+    ExecutionState,
+    HistoryMessage,
+    InboundMessage,
+    LLMUsage,
+    Reply,
+)
+from engine.templating import Templates
+
+if TYPE_CHECKING:
+    from engine.flow import Flow
+
+
+class Transition(BaseModel):
+    """One entry of a transition list: ``{if: COND, then: STEP}`` or ``{else: STEP}``.
+
+    Conditions are tried in order; the first that holds wins; ``else`` must come
+    last and catches everything else.
+    """
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    if_: str | None = Field(default=None, alias="if")
+    """A Jinja condition, e.g. ``"{{ vars.goal.agreed }}"`` or ``"vars.age >= 18"``."""
+    then: str | None = None
+    """The step to go to when the condition holds."""
+    else_: str | None = Field(default=None, alias="else")
+    """The step to go to when no condition above held."""
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Transition:
+        if self.else_ is not None:
+            if self.if_ is not None or self.then is not None:
+                raise ValueError("an `else` entry takes no `if` or `then`")
+        elif self.if_ is None or self.then is None:
+            raise ValueError("a transition needs `if` and `then`, or `else` alone")
+        return self
+
+    @property
+    def target(self) -> str:
+        """The step this entry leads to."""
+        return self.then if self.else_ is None else self.else_  # type: ignore[return-value]
+
+
+Next = str | list[Transition] | None
+
+
+class StepError(Exception):
+    """A step could not run; the turn answers with the flow's fallback.
+
+    Attributes:
+        step_id: The step that failed.
+        reason: What went wrong, for logs and the designer.
+        retryable: Whether the contact's next message may run the step again
+            (an LLM outage) rather than end the execution as failed.
+    """
+
+    def __init__(self, step_id: str, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(f"step {step_id!r}: {reason}")
+        self.step_id = step_id
+        self.reason = reason
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Continue:
+    """Go on to `target`, or, when None, to where the step's ``next`` leads."""
+
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Stop here until the contact writes again; `deadline` is when it times out."""
+
+    deadline: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class End:
+    """The execution is over."""
+
+
+StepResult = Continue | Wait | End
+
+
+@dataclass
+class StepContext:
+    """Everything a step may read or change while it runs.
+
+    Attributes:
+        flow: The flow being run.
+        step_id: The id of the running step.
+        execution: The execution; steps change its variables and step results.
+        contact: Who the turn is for.
+        input: The inbound message of this turn (None when a turn starts
+            without one, e.g. from a timer).
+        templates: The sandboxed Jinja environment.
+        llm: The chat model.
+        clock: The time source.
+        history: ``history(n)`` gives the last n messages before this turn.
+        default_model: The model to use when neither step nor flow names one.
+        replies: What the turn sends, in order; steps append with `say`.
+    """
+
+    flow: Flow
+    step_id: str
+    execution: ExecutionState
+    contact: Contact
+    input: InboundMessage | None
+    templates: Templates
+    llm: LLM
+    clock: Clock
+    history: Callable[[int], list[HistoryMessage]]
+    default_model: str
+    replies: list[Reply] = field(default_factory=list)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The running step's own book-keeping (retries, turns), kept between turns."""
+        return self.execution.step_state
+
+    def template_context(self, **extra: Any) -> dict[str, Any]:
+        """The names templates see: contact, vars, input, steps, flow, now (+ extra)."""
+        context: dict[str, Any] = {
+            "contact": {
+                "name": self.contact.name,
+                "phone": self.contact.phone,
+                "channel": self.contact.channel,
+            },
+            "vars": self.execution.variables,
+            "input": self.input.as_context() if self.input else {"text": "", "media": []},
+            "steps": self.execution.step_results,
+            "flow": {"id": self.flow.id, "description": self.flow.description},
+            "now": self.clock.now(),
+        }
+        context.update(extra)
+        return context
+
+    def render(self, source: str, **extra: Any) -> str:
+        """Render a flow string for this step (see `Templates.render`)."""
+        return self.templates.render(source, self.template_context(**extra))
+
+    def say(self, text: str, usage: LLMUsage | None = None) -> None:
+        """Queue a message to the contact; blank text sends nothing."""
+        if text.strip():
+            self.replies.append(Reply(text=text.strip(), step_id=self.step_id, usage=usage))
+
+
+@dataclass(frozen=True)
+class TemplateUse:
+    """A template a step holds, for validation.
+
+    Attributes:
+        path: Where it is in the step, e.g. ``("next", 0, "if")``.
+        source: The template text.
+        bare: Whether a string without braces is an expression (conditions).
+        extra_names: Names available besides the usual context (``output``).
+    """
+
+    path: tuple[str | int, ...]
+    source: str
+    bare: bool = False
+    extra_names: frozenset[str] = frozenset()
+
+
+class StepBase(BaseModel):
+    """Fields every step kind has."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    kind: ClassVar[str]
+    waits: ClassVar[bool] = False
+
+    next: Next = None
+    """The step that follows: a step id, or a list of ``if``/``then`` and a final
+    ``else``. Without one, the flow ends after this step."""
+    description: str | None = None
+    """A note for designers; never sent."""
+
+    def enter(self, context: StepContext) -> StepResult:
+        """Run the step when the execution arrives at it."""
+        raise NotImplementedError
+
+    def resume(self, context: StepContext) -> StepResult:
+        """Run the step with the contact's answer, after it waited."""
+        raise StepError(context.step_id, f"a {self.kind} step does not wait for the contact")
+
+    def targets(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """Every step id this step can lead to, with where it is named."""
+        if isinstance(self.next, str):
+            yield ("next",), self.next
+        elif isinstance(self.next, list):
+            for index, transition in enumerate(self.next):
+                yield ("next", index), transition.target
+
+    def template_uses(self) -> Iterator[TemplateUse]:
+        """Every template the step holds (for validation)."""
+        if isinstance(self.next, list):
+            for index, transition in enumerate(self.next):
+                if transition.if_ is not None:
+                    yield TemplateUse(("next", index, "if"), transition.if_, bare=True)
+
+    def variables_set(self) -> set[str]:
+        """The names this step stores under ``vars``."""
+        return set()
+
+    def prompt_files(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """Prompt files (relative to ``prompts/``) the step reads."""
+        return iter(())
+
+
+def resolve_next(next_: Next, context: StepContext) -> str | None:
+    """Where a ``next`` leads now: a step id, or None when the flow ends.
+
+    Raises:
+        StepError: no condition held and there is no ``else`` (validation
+            reports this before a flow runs), or a condition failed to render.
+    """
+    if next_ is None or isinstance(next_, str):
+        return next_
+    values = context.template_context()
+    for transition in next_:
+        if transition.else_ is not None:
+            return transition.else_
+        if context.templates.condition(transition.if_ or "", values):
+            return transition.then
+    raise StepError(context.step_id, "no transition condition held and there is no `else`")

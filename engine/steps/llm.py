@@ -1,0 +1,190 @@
+"""``llm``: let the model write the reply, once or as a conversation.
+
+```yaml
+coach:
+  llm:
+    system: coach_system.j2          # prompts/coach_system.j2
+    prompt: coach_turn.j2            # the user turn; the contact's text without it
+    history: 12                      # last 12 messages of the conversation as context
+    output: {reply: str, goal: str, agreed: bool}    # structured output
+    until: "{{ output.agreed }}"     # keep conversing until this holds
+    max_turns: 8                     # ... or until this many turns
+  save_as: goal                      # vars.goal = the output (or the text)
+  next: confirm
+```
+
+Without ``until`` the step answers once and goes on. With ``output``, the
+model must answer a JSON object of those fields (OpenAI structured output) and
+the message sent is its ``reply`` field (or the ``reply:`` template of the step).
+What the contact typed reaches the prompt as data (``input.text``), never as a
+template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from engine.ports import LLMError, LLMRequest
+from engine.steps.base import (
+    Continue,
+    StepBase,
+    StepContext,
+    StepError,
+    StepResult,
+    TemplateUse,
+    Wait,
+)
+
+OutputType = Literal["str", "int", "float", "bool", "list[str]"]
+_PYTHON_TYPES: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "list[str]": list[str],
+}
+
+
+class LLMSpec(BaseModel):
+    """The settings of an ``llm`` step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system: str | None = None
+    """The system prompt: a file in ``prompts/`` (``*.j2``)."""
+    prompt: str | None = None
+    """The user turn: a file in ``prompts/``; the contact's text when absent."""
+    history: int = Field(default=10, ge=0, le=100)
+    """How many earlier messages of the conversation to send as context."""
+    output: dict[str, OutputType] | None = None
+    """Structured output: field name → ``str``, ``int``, ``float``, ``bool`` or ``list[str]``."""
+    reply: str | None = None
+    """What to send, a template over ``output``; default ``output.reply`` or the text."""
+    until: str | None = None
+    """Keep conversing, a turn per contact message, until this condition holds."""
+    max_turns: int = Field(default=10, ge=1, le=100)
+    """Go on after this many turns even if ``until`` does not hold."""
+    model: str | None = None
+    """The model; the flow's ``llm.model`` or ``OPENAI_MODEL`` when absent."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    """Sampling temperature; the flow's ``llm.temperature`` when absent."""
+
+
+class LLMStep(StepBase):
+    """Call the chat model and send its reply."""
+
+    kind: ClassVar[str] = "llm"
+    waits: ClassVar[bool] = True
+
+    llm: LLMSpec
+    """The model call."""
+    save_as: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The variable that keeps the output (or the text, without ``output``)."""
+
+    def enter(self, context: StepContext) -> StepResult:
+        """The first turn of the step."""
+        context.state["turns"] = 0
+        return self._turn(context)
+
+    def resume(self, context: StepContext) -> StepResult:
+        """A further turn, with the contact's new message."""
+        return self._turn(context)
+
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of ``output`` (all fields required, no others), or None."""
+        if not self.llm.output:
+            return None
+        fields: dict[str, Any] = {
+            name: (_PYTHON_TYPES[type_name], ...) for name, type_name in self.llm.output.items()
+        }
+        model = create_model("Output", __config__=ConfigDict(extra="forbid"), **fields)
+        schema = model.model_json_schema()
+        schema.pop("title", None)
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)
+        return schema
+
+    def _turn(self, context: StepContext) -> StepResult:
+        turns = int(context.state.get("turns", 0)) + 1
+        values = context.template_context()
+        request = LLMRequest(
+            model=self.llm.model or context.flow.llm.model or context.default_model,
+            messages=self._messages(context, values),
+            temperature=(
+                self.llm.temperature
+                if self.llm.temperature is not None
+                else context.flow.llm.temperature
+            ),
+            output_schema=self.output_schema(),
+            schema_name=f"{context.step_id}_output"[:64],
+        )
+        try:
+            response = context.llm.complete(request)
+        except LLMError as error:
+            raise StepError(context.step_id, f"LLM call failed: {error}", retryable=True) from error
+        output = response.data
+        if self.llm.output and output is None:
+            raise StepError(context.step_id, "the model gave no structured output", retryable=True)
+
+        if self.llm.reply:
+            text = context.render(self.llm.reply, output=output)
+        elif output is not None:
+            text = str(output.get("reply", ""))
+        else:
+            text = response.text
+        context.say(text, usage=response.usage)
+
+        value = output if output is not None else response.text
+        if self.save_as:
+            context.execution.variables[self.save_as] = value
+        context.execution.step_results[context.step_id] = {
+            "output": output,
+            "text": response.text,
+            "turns": turns,
+        }
+        if self.llm.until is None or turns >= self.llm.max_turns:
+            return Continue()
+        if context.templates.condition(self.llm.until, context.template_context(output=output)):
+            return Continue()
+        context.state["turns"] = turns
+        return Wait()
+
+    def _messages(self, context: StepContext, values: dict[str, Any]) -> list[dict[str, str]]:
+        messages: list[dict[str, str]] = []
+        if self.llm.system:
+            system = context.templates.render_prompt(self.llm.system, values)
+            messages.append({"role": "system", "content": system})
+        if self.llm.history:
+            messages.extend(
+                {"role": item.role, "content": item.content}
+                for item in context.history(self.llm.history)
+            )
+        if self.llm.prompt:
+            user = context.templates.render_prompt(self.llm.prompt, values)
+        else:
+            user = values["input"]["text"]
+        messages.append({"role": "user", "content": user})
+        return messages
+
+    def template_uses(self) -> Iterator[TemplateUse]:
+        """``reply`` and ``until`` (which also see ``output``), and the transitions."""
+        output = frozenset({"output"})
+        if self.llm.reply:
+            yield TemplateUse(("llm", "reply"), self.llm.reply, extra_names=output)
+        if self.llm.until:
+            yield TemplateUse(("llm", "until"), self.llm.until, bare=True, extra_names=output)
+        yield from super().template_uses()
+
+    def prompt_files(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """``system`` and ``prompt``."""
+        if self.llm.system:
+            yield ("llm", "system"), self.llm.system
+        if self.llm.prompt:
+            yield ("llm", "prompt"), self.llm.prompt
+
+    def variables_set(self) -> set[str]:
+        """``save_as``, if any."""
+        return {self.save_as} if self.save_as else set()

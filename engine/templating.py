@@ -1,0 +1,153 @@
+"""The sandboxed Jinja environment used for every template of a flow.
+
+Every string a designer writes is a template rendered in Jinja's
+`ImmutableSandboxedEnvironment` with `StrictUndefined`: an undefined name is an
+error, never an empty string, so a typo cannot silently send a contact down the
+wrong branch. What a contact types reaches templates only as data (`input.text`,
+`vars.*`); it is never itself compiled as a template.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+#: The names every template may use (DESIGN.md, "Flow YAML").
+CONTEXT_NAMES = frozenset({"contact", "vars", "input", "steps", "flow", "now"})
+
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+
+
+class TemplateFailure(Exception):
+    """A template failed to compile or render.
+
+    Attributes:
+        source: The template text (or prompt file name).
+        reason: What Jinja said.
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{reason} (in template {source!r})")
+        self.source = source
+        self.reason = reason
+
+
+class Templates:
+    """Compiles and renders flow strings and prompt files.
+
+    Args:
+        prompts_dir: The folder holding ``*.j2`` prompt files, or None.
+    """
+
+    def __init__(self, prompts_dir: Path | None = None) -> None:
+        self.prompts_dir = prompts_dir
+        self.env = ImmutableSandboxedEnvironment(
+            undefined=StrictUndefined,
+            autoescape=False,
+            keep_trailing_newline=False,
+            loader=FileSystemLoader(str(prompts_dir)) if prompts_dir else None,
+        )
+
+    def render(self, source: str, context: Mapping[str, Any]) -> str:
+        """Render a template string.
+
+        Raises:
+            TemplateFailure: a syntax error or an undefined name.
+        """
+        try:
+            return self.env.from_string(source).render(context)
+        except TemplateError as error:
+            raise TemplateFailure(source, str(error)) from error
+
+    def render_prompt(self, name: str, context: Mapping[str, Any]) -> str:
+        """Render the prompt file `name` (relative to the prompts folder).
+
+        Raises:
+            TemplateFailure: the file is missing, or fails to compile or render.
+        """
+        try:
+            return self.env.get_template(name).render(context).strip()
+        except TemplateError as error:
+            raise TemplateFailure(name, f"{type(error).__name__}: {error}") from error
+
+    def evaluate(self, source: Any, context: Mapping[str, Any], *, bare: bool = False) -> Any:
+        """The value of a value string, native type kept.
+
+        ``"{{ vars.count + 1 }}"`` gives an int; ``"Hi {{ name }}"`` renders to a
+        string; a plain string is itself (with `bare`, an expression: the
+        form of conditions). Non-string values (numbers, lists from YAML) are
+        returned as they are.
+
+        Raises:
+            TemplateFailure: a syntax error or an undefined name.
+        """
+        if not isinstance(source, str):
+            return source
+        expression = expression_of(source, bare=bare)
+        if expression is None and "{" not in source:
+            return source
+        if expression is None:
+            return self.render(source, context)
+        try:
+            value = self.env.compile_expression(expression, undefined_to_none=False)(**context)
+        except TemplateError as error:
+            raise TemplateFailure(source, str(error)) from error
+        if isinstance(value, StrictUndefined):
+            raise TemplateFailure(source, f"{expression.strip()!r} is undefined")
+        return value
+
+    def condition(self, source: str, context: Mapping[str, Any]) -> bool:
+        """Whether a condition holds; rendered text ``"true"``/``"false"`` count too.
+
+        Raises:
+            TemplateFailure: as `evaluate`.
+        """
+        value = self.evaluate(source, context, bare=True)
+        if isinstance(value, str):
+            return value.strip().lower() not in {"", "false", "no", "0", "none"}
+        return bool(value)
+
+    def parse(self, source: str, *, bare: bool = False) -> nodes.Template:
+        """The Jinja syntax tree of a flow string (or of its expression).
+
+        Raises:
+            TemplateFailure: a syntax error.
+        """
+        expression = expression_of(source, bare=bare)
+        text = source if expression is None else "{{ " + expression + " }}"
+        try:
+            return self.env.parse(text)
+        except TemplateError as error:
+            raise TemplateFailure(source, str(error)) from error
+
+    def parse_prompt(self, name: str) -> nodes.Template:
+        """The syntax tree of a prompt file.
+
+        Raises:
+            TemplateFailure: the file is missing or has a syntax error.
+        """
+        try:
+            source, _, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+            return self.env.parse(source)
+        except (TemplateError, AttributeError) as error:
+            raise TemplateFailure(name, f"{type(error).__name__}: {error}") from error
+
+
+def expression_of(source: str, *, bare: bool = False) -> str | None:
+    """The expression of a condition or value string, or None for a text template.
+
+    ``"{{ x > 1 }}"`` → ``"x > 1"``; ``"x > 1"`` (no braces) → ``"x > 1"`` when
+    `bare`, else None; ``"Hi {{ name }}"`` → None.
+    """
+    if "{%" in source or "{#" in source:
+        return None
+    match = _SINGLE_EXPRESSION.match(source)
+    if match:
+        inner = match.group("expr")
+        return None if "{{" in inner or "}}" in inner else inner
+    return source if bare and "{{" not in source else None

@@ -1,0 +1,249 @@
+"""Graph and template checks of flows, every problem reported at once with file:line.
+
+Shape problems come from parsing (`engine.flow.parse_flow`); this module adds
+what the shape cannot show: unknown ``next`` targets, unreachable steps,
+transition lists without ``else``, missing prompt files, template syntax
+errors and unknown variables, and problems across flows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from jinja2 import meta, nodes
+
+from engine.flow import Flow, FlowError, FlowProblem, FlowSet, Location, load_flow_files
+from engine.steps.base import TemplateUse, Transition
+from engine.steps.branch import BranchStep
+from engine.templating import CONTEXT_NAMES, TemplateFailure, Templates
+
+
+class _Report:
+    """Collects the problems of one flow."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.problems: list[FlowProblem] = []
+
+    def add(self, location: Location, message: str, hint: str = "") -> None:
+        step_id = str(location[1]) if len(location) > 1 and location[0] == "steps" else None
+        self.problems.append(
+            FlowProblem(
+                self.flow.source,
+                self.flow.line_of(location),
+                message,
+                hint,
+                flow_id=self.flow.id,
+                step_id=step_id,
+            )
+        )
+
+
+def validate_flow(flow: Flow, templates: Templates) -> list[FlowProblem]:
+    """Every graph and template problem of one parsed flow.
+
+    Args:
+        flow: A flow that parsed.
+        templates: The Jinja environment, with the prompts folder.
+
+    Returns:
+        The problems, in file order.
+    """
+    report = _Report(flow)
+    step_ids = set(flow.steps)
+    known = ", ".join(sorted(step_ids))
+    if flow.start not in step_ids:
+        report.add(("start",), f"start names unknown step {flow.start!r}", f"one of: {known}")
+    for step_id, step in flow.steps.items():
+        for location, target in step.targets():
+            if target not in step_ids:
+                report.add(
+                    ("steps", step_id, *location),
+                    f"leads to unknown step {target!r}",
+                    f"one of: {known}",
+                )
+        transitions = step.branch if isinstance(step, BranchStep) else step.next
+        if isinstance(transitions, list):
+            field_name = "branch" if isinstance(step, BranchStep) else "next"
+            _check_else(report, ("steps", step_id, field_name), transitions)
+    _check_reachable(report, flow)
+    _check_templates(report, flow, templates)
+    report.problems.sort(key=lambda problem: problem.line)
+    return report.problems
+
+
+def _check_else(report: _Report, location: Location, transitions: list[Transition]) -> None:
+    elses = [index for index, item in enumerate(transitions) if item.else_ is not None]
+    if not elses:
+        report.add(
+            location,
+            "transitions without `else`: a contact no condition fits would be stranded",
+            "add `- else: STEP` as the last entry",
+        )
+    elif elses != [len(transitions) - 1]:
+        report.add((*location, elses[0]), "`else` must be the last and only catch-all entry")
+
+
+def _check_reachable(report: _Report, flow: Flow) -> None:
+    if flow.start not in flow.steps:
+        return
+    seen = {flow.start}
+    todo = [flow.start]
+    while todo:
+        step = flow.steps[todo.pop()]
+        for _, target in step.targets():
+            if target in flow.steps and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    for step_id in flow.steps:
+        if step_id not in seen:
+            report.add(
+                ("steps", step_id),
+                "unreachable: no path from `start` leads here",
+                "link it from another step's `next`, or remove it",
+            )
+
+
+def _check_templates(report: _Report, flow: Flow, templates: Templates) -> None:
+    declared = set(flow.variables)
+    for step in flow.steps.values():
+        declared |= step.variables_set()
+    checker = _NameChecker(report, flow, templates, declared)
+    for step_id, step in flow.steps.items():
+        for use in step.template_uses():
+            checker.check_string(("steps", step_id, *use.path), use)
+        for location, name in step.prompt_files():
+            checker.check_prompt(("steps", step_id, *location), name)
+    checker.check_string(("fallback",), TemplateUse(("fallback",), flow.fallback))
+
+
+class _NameChecker:
+    def __init__(
+        self, report: _Report, flow: Flow, templates: Templates, declared: set[str]
+    ) -> None:
+        self.report = report
+        self.flow = flow
+        self.templates = templates
+        self.declared = declared
+
+    def check_string(self, location: Location, use: TemplateUse) -> None:
+        try:
+            tree = self.templates.parse(use.source, bare=use.bare)
+        except TemplateFailure as error:
+            self.report.add(location, f"template syntax error: {error.reason}")
+            return
+        self._check_names(location, tree, use.extra_names, where="")
+
+    def check_prompt(self, location: Location, name: str) -> None:
+        prompts_dir = self.templates.prompts_dir
+        if prompts_dir is None or not (prompts_dir / name).is_file():
+            self.report.add(
+                location,
+                f"prompt file {name!r} not found in {prompts_dir or 'prompts/'}",
+                "create it, or fix the name",
+            )
+            return
+        try:
+            tree = self.templates.parse_prompt(name)
+        except TemplateFailure as error:
+            self.report.add(location, f"prompt {name!r}: template syntax error: {error.reason}")
+            return
+        self._check_names(location, tree, frozenset(), where=f"prompt {name!r} ")
+
+    def _check_names(
+        self, location: Location, tree: nodes.Template, extra: frozenset[str], where: str
+    ) -> None:
+        allowed = CONTEXT_NAMES | extra | set(self.templates.env.globals)
+        for name in sorted(meta.find_undeclared_variables(tree) - allowed):
+            self.report.add(
+                location,
+                f"{where}uses unknown name {name!r}",
+                "templates see " + ", ".join(sorted(CONTEXT_NAMES | extra)),
+            )
+        guarded = _guarded_attributes(tree)
+        for attribute in sorted(set(_attributes_of(tree, "vars")) - self.declared - guarded):
+            self.report.add(
+                location,
+                f"{where}uses vars.{attribute}, which no step sets",
+                "set it with `save_as`, a `set` step or the flow's `variables`",
+            )
+        for attribute in sorted(set(_attributes_of(tree, "steps")) - set(self.flow.steps)):
+            self.report.add(location, f"{where}uses steps.{attribute}: no such step")
+
+
+def _attributes_of(tree: nodes.Node, name: str) -> Iterator[str]:
+    """Attribute names read from a top-level name: ``vars.goal`` → ``goal``."""
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if not (isinstance(target, nodes.Name) and target.name == name):
+            continue
+        if isinstance(node, nodes.Getattr):
+            yield node.attr
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            yield node.arg.value
+
+
+def _guarded_attributes(tree: nodes.Node) -> set[str]:
+    """``vars.x`` names used under ``is defined``/``is undefined`` (optional variables)."""
+    guarded: set[str] = set()
+    for test in tree.find_all(nodes.Test):
+        if test.name in {"defined", "undefined"}:
+            guarded.update(_attributes_of(test, "vars"))
+    return guarded
+
+
+def validate_flows(flows: Iterable[Flow], templates: Templates) -> list[FlowProblem]:
+    """Every problem of each flow, and across flows (ids, default, keywords)."""
+    problems: list[FlowProblem] = []
+    by_id: dict[str, Flow] = {}
+    keywords: dict[str, Flow] = {}
+    defaults: list[Flow] = []
+    for flow in flows:
+        problems.extend(validate_flow(flow, templates))
+        if flow.id in by_id:
+            problems.append(
+                FlowProblem(
+                    flow.source,
+                    flow.line_of(("id",)),
+                    f"flow id {flow.id!r} is already used by {by_id[flow.id].source}",
+                    flow_id=flow.id,
+                )
+            )
+        by_id.setdefault(flow.id, flow)
+        if flow.trigger.default:
+            defaults.append(flow)
+        for index, keyword in enumerate(flow.trigger.keywords):
+            other = keywords.setdefault(keyword.casefold(), flow)
+            if other is not flow:
+                problems.append(
+                    FlowProblem(
+                        flow.source,
+                        flow.line_of(("trigger", "keywords", index)),
+                        f"keyword {keyword!r} also starts flow {other.id!r}",
+                        flow_id=flow.id,
+                    )
+                )
+    for flow in defaults[1:]:
+        problems.append(
+            FlowProblem(
+                flow.source,
+                flow.line_of(("trigger", "default")),
+                f"more than one default flow: {defaults[0].id!r} is the default already",
+                flow_id=flow.id,
+            )
+        )
+    return problems
+
+
+def load_flows(flows_dir: Path, templates: Templates) -> FlowSet:
+    """Load and validate every flow of a folder.
+
+    Raises:
+        FlowError: with every problem of every file, when there is any.
+    """
+    flows, problems = load_flow_files(flows_dir)
+    problems.extend(validate_flows(flows, templates))
+    if problems:
+        raise FlowError(problems)
+    return FlowSet({flow.id: flow for flow in flows})

@@ -1,0 +1,1 @@
+"""Adapters from the engine's ports to the outside world (LLMs, messaging)."""

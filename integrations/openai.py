@@ -1,0 +1,279 @@
+"""The engine's `LLM` port on the official ``openai`` client.
+
+Works with OpenAI and with any OpenAI-compatible server (vLLM, Ollama, LiteLLM,
+the test fake in ``tests/fakes/openai_server.py``) through ``OPENAI_BASE_URL``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Self
+
+import openai
+
+from engine.ports import LLM, LLMError, LLMRequest, LLMResponse, LLMUnavailable, LLMUsage
+
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "OpenAILLM",
+    "UnconfiguredLLM",
+    "llm_from_config",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 6.0
+"""Seconds per HTTP attempt; the ``openai`` client's own default is 600 s."""
+
+DEFAULT_MAX_RETRIES = 1
+"""Retries the ``openai`` client makes on connection errors, 408, 409, 429 and 5xx."""
+
+UNCONFIGURED_MESSAGE = (
+    "No LLM is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for an "
+    "OpenAI-compatible server other than OpenAI's)."
+)
+
+
+class OpenAILLM:
+    """An `engine.ports.LLM` backed by the Chat Completions API.
+
+    The timeout defaults to 6 s per attempt (the ``openai`` client's own default
+    is 600 s) so that a turn run inline in a Twilio webhook, one retry included,
+    stays inside Twilio's 15 s limit. Retries are the client's own (connection
+    errors, 408, 409, 429 and 5xx, with a short exponential backoff or the
+    server's ``retry-after``).
+
+    The API key is handed to the client and never logged nor kept elsewhere.
+
+    Args:
+        api_key: The API key, or None for servers that need none (a dummy key
+            is sent, as the client requires one).
+        base_url: The API root, e.g. ``http://localhost:8000/v1``, or None for
+            OpenAI's (or the ``OPENAI_BASE_URL`` environment variable).
+        timeout: Seconds per HTTP attempt.
+        max_retries: How many times the client retries a failed attempt.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None,
+        base_url: str | None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ) -> None:
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._client = openai.OpenAI(
+            api_key=api_key or "unused",
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The API root the client talks to."""
+        return str(self._client.base_url)
+
+    def __repr__(self) -> str:
+        return f"OpenAILLM(base_url={self.base_url!r}, timeout={self.timeout!r})"
+
+    def close(self) -> None:
+        """Close the client's HTTP connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        """Run one chat completion.
+
+        Args:
+            request: The model, messages, temperature and, for structured
+                output, the JSON Schema the answer must follow (sent as a
+                ``json_schema`` response format with ``strict: true``).
+
+        Returns:
+            The answer's text, its usage (the model the API reports, tokens and
+            the wall time in milliseconds, retries included) and, under
+            structured output, the parsed JSON object as ``data``.
+
+        Raises:
+            LLMError: The API failed after the client's retries (HTTP error,
+                connection error, timeout), the model refused, the answer was
+                empty, or under structured output it was cut short
+                (``finish_reason == "length"``) or is not a JSON object.
+        """
+        structured = request.output_schema is not None
+        kwargs: dict[str, Any] = {"model": request.model, "messages": request.messages}
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        if structured:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.schema_name,
+                    "schema": request.output_schema,
+                    "strict": True,
+                },
+            }
+
+        started = time.perf_counter()
+        try:
+            response = self._client.chat.completions.create(**kwargs)
+        except openai.APITimeoutError as exc:
+            raise LLMError(
+                f"LLM request to model {request.model!r} timed out "
+                f"(timeout {self.timeout:g} s, {self.max_retries} retries)"
+            ) from exc
+        except openai.APIConnectionError as exc:
+            raise LLMError(
+                f"LLM request to model {request.model!r} could not connect: {exc}"
+            ) from exc
+        except openai.APIStatusError as exc:
+            raise LLMError(
+                f"LLM request to model {request.model!r} failed with HTTP "
+                f"{exc.status_code} ({type(exc).__name__}): {_error_message(exc)}"
+            ) from exc
+        except openai.APIError as exc:
+            raise LLMError(
+                f"LLM request to model {request.model!r} failed ({type(exc).__name__}): {exc}"
+            ) from exc
+        latency_ms = int((time.perf_counter() - started) * 1000)
+
+        if not response.choices:
+            raise LLMError(f"LLM answer from model {response.model!r} has no choices")
+        choice = response.choices[0]
+        message = choice.message
+        if message.refusal:
+            raise LLMError(f"LLM model {response.model!r} refused: {message.refusal}")
+        if structured and choice.finish_reason == "length":
+            raise LLMError(
+                f"LLM structured answer from model {response.model!r} was cut short "
+                "(finish_reason 'length')"
+            )
+        text = message.content
+        if not text:
+            raise LLMError(
+                f"LLM answer from model {response.model!r} is empty "
+                f"(finish_reason {choice.finish_reason!r})"
+            )
+
+        data: dict[str, Any] | None = None
+        if structured:
+            try:
+                parsed = json.loads(text)
+            except ValueError as exc:
+                raise LLMError(
+                    f"LLM structured answer from model {response.model!r} is not valid JSON: {exc}"
+                ) from exc
+            if not isinstance(parsed, dict):
+                raise LLMError(
+                    f"LLM structured answer from model {response.model!r} is not a JSON "
+                    f"object but {type(parsed).__name__}"
+                )
+            data = parsed
+
+        usage = response.usage
+        result = LLMResponse(
+            text=text,
+            usage=LLMUsage(
+                model=response.model,
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+                latency_ms=latency_ms,
+            ),
+            data=data,
+        )
+        log.debug(
+            "LLM call: model=%s prompt_tokens=%d completion_tokens=%d latency_ms=%d",
+            result.usage.model,
+            result.usage.prompt_tokens,
+            result.usage.completion_tokens,
+            latency_ms,
+        )
+        return result
+
+
+class UnconfiguredLLM:
+    """The `engine.ports.LLM` used when no LLM is configured: every call fails.
+
+    The app still starts and flows without LLM steps still run; an LLM step
+    fails with a message saying what to configure.
+    """
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        """Refuse the call.
+
+        Args:
+            request: Ignored.
+
+        Returns:
+            Never returns.
+
+        Raises:
+            LLMUnavailable: Always.
+        """
+        raise LLMUnavailable(UNCONFIGURED_MESSAGE)
+
+
+def llm_from_config(config: Mapping[str, Any]) -> LLM:
+    """Build the LLM the configuration asks for.
+
+    Args:
+        config: A mapping such as Flask's ``app.config``, read for
+            ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_TIMEOUT`` (float
+            seconds per attempt, default 6) and ``OPENAI_MAX_RETRIES`` (int,
+            default 1). Empty strings count as unset.
+
+    Returns:
+        An `OpenAILLM` when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set,
+        else an `UnconfiguredLLM` whose calls raise `LLMUnavailable`.
+
+    Raises:
+        ValueError: ``OPENAI_TIMEOUT`` or ``OPENAI_MAX_RETRIES`` is not a
+            number, or is negative (the timeout must be positive).
+    """
+    api_key = config.get("OPENAI_API_KEY") or None
+    base_url = config.get("OPENAI_BASE_URL") or None
+    if api_key is None and base_url is None:
+        return UnconfiguredLLM()
+
+    timeout_setting = config.get("OPENAI_TIMEOUT")
+    retries_setting = config.get("OPENAI_MAX_RETRIES")
+    try:
+        timeout = float(timeout_setting) if timeout_setting not in (None, "") else DEFAULT_TIMEOUT
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"OPENAI_TIMEOUT must be a number of seconds, got {timeout_setting!r}"
+        ) from None
+    try:
+        max_retries = (
+            int(retries_setting) if retries_setting not in (None, "") else DEFAULT_MAX_RETRIES
+        )
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"OPENAI_MAX_RETRIES must be an integer, got {retries_setting!r}"
+        ) from None
+    if not timeout > 0:
+        raise ValueError(f"OPENAI_TIMEOUT must be positive, got {timeout_setting!r}")
+    if max_retries < 0:
+        raise ValueError(f"OPENAI_MAX_RETRIES must not be negative, got {retries_setting!r}")
+    return OpenAILLM(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries)
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    """The ``error.message`` of an API error body, else the exception's text."""
+    body = exc.body
+    if isinstance(body, Mapping):
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            return message
+    return str(exc)

@@ -1,0 +1,271 @@
+"""The SQL implementation of `engine.ports.ExecutionStore`, and the transcript writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from engine.ports import Channel, ExecutionState, HistoryMessage, LLMUsage
+from models.entities import OPEN_STATUSES, Contact, Conversation, Execution, Message, utcnow
+
+
+@dataclass(frozen=True)
+class StoredInbound:
+    """An inbound message as stored, with the ids the turn needs.
+
+    Attributes:
+        message_id: The message row.
+        contact_id: The contact row.
+        conversation_id: The conversation row.
+    """
+
+    message_id: int
+    contact_id: int
+    conversation_id: int
+
+
+@dataclass(frozen=True)
+class OutboundPart:
+    """One outbound message to store (a reply, or one part of a split reply).
+
+    Attributes:
+        body: The text, at most one Twilio message long.
+        author: ``bot``, ``system`` or ``agent:<id>``.
+        step_id: The step that produced it.
+        usage: LLM model, tokens and latency, on the first part of an LLM reply.
+    """
+
+    body: str
+    author: str = "bot"
+    step_id: str | None = None
+    usage: LLMUsage | None = None
+
+
+class SqlStore:
+    """Reads and writes one turn's rows inside the caller's transaction.
+
+    Args:
+        session: The SQLAlchemy session; the caller begins and commits.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def _insert(self, table: Any) -> Any:
+        dialect = self.session.get_bind().dialect.name
+        return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+    def upsert_contact(self, phone: str, name: str | None) -> int:
+        """The contact's id, creating the contact on first sight (race-safe)."""
+        self.session.execute(
+            self._insert(Contact)
+            .values(phone=phone, name=name, created_at=utcnow(), updated_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["phone"])
+        )
+        contact = self.session.scalars(sa.select(Contact).where(Contact.phone == phone)).one()
+        if name and contact.name != name:
+            contact.name = name
+        return contact.id
+
+    def upsert_conversation(self, contact_id: int, channel: Channel, address: str) -> int:
+        """The conversation's id on this channel and sender address (race-safe)."""
+        now = utcnow()
+        self.session.execute(
+            self._insert(Conversation)
+            .values(
+                contact_id=contact_id,
+                channel=channel,
+                address=address,
+                controlled_by="bot",
+                created_at=now,
+                last_message_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["contact_id", "channel", "address"])
+        )
+        return self.session.scalars(
+            sa.select(Conversation.id).where(
+                Conversation.contact_id == contact_id,
+                Conversation.channel == channel,
+                Conversation.address == address,
+            )
+        ).one()
+
+    def store_inbound(
+        self,
+        *,
+        phone: str,
+        name: str | None,
+        channel: Channel,
+        address: str,
+        body: str,
+        message_sid: str,
+        media: Sequence[str] = (),
+    ) -> StoredInbound | None:
+        """Store an inbound message first, keyed by its ``MessageSid``.
+
+        Returns:
+            The stored ids, or None when that ``MessageSid`` is already stored
+            (Twilio delivered it twice).
+        """
+        contact_id = self.upsert_contact(phone, name)
+        conversation_id = self.upsert_conversation(contact_id, channel, address)
+        message_id = self.session.execute(
+            self._insert(Message)
+            .values(
+                conversation_id=conversation_id,
+                contact_id=contact_id,
+                direction="inbound",
+                author="contact",
+                body=body,
+                media={"urls": list(media)} if media else None,
+                message_sid=message_sid,
+                status="received",
+                turn_status="pending",
+                created_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=["message_sid"])
+            .returning(Message.id)
+        ).scalar()
+        if message_id is None:
+            return None
+        self.session.execute(
+            sa.update(Conversation)
+            .where(Conversation.id == conversation_id)
+            .values(last_message_at=utcnow())
+        )
+        return StoredInbound(message_id, contact_id, conversation_id)
+
+    def lock_contact(self, contact_id: int) -> Contact:
+        """Take the contact's row lock for the rest of the transaction.
+
+        On PostgreSQL this is ``SELECT ... FOR UPDATE``: a second turn of the
+        same contact waits here until the first commits. On SQLite the
+        transaction already holds the database's write lock (BEGIN IMMEDIATE).
+        """
+        return self.session.scalars(
+            sa.select(Contact).where(Contact.id == contact_id).with_for_update()
+        ).one()
+
+    def active_execution(self, contact_id: int) -> ExecutionState | None:
+        """The contact's open execution (active, waiting or handed over), or None."""
+        row = self.session.scalars(
+            sa.select(Execution)
+            .where(Execution.contact_id == contact_id, Execution.status.in_(OPEN_STATUSES))
+            .order_by(Execution.id.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        return ExecutionState(
+            id=row.id,
+            flow_id=row.flow_id,
+            flow_version=row.flow_version,
+            current_step=row.current_step,
+            status=row.status,  # type: ignore[arg-type]
+            variables=dict(row.variables or {}),
+            step_results=dict(row.step_results or {}),
+            step_state=dict(row.step_state or {}),
+            wait_deadline=row.wait_deadline,
+        )
+
+    def save_execution(
+        self, contact_id: int, state: ExecutionState, error: str | None = None
+    ) -> int:
+        """Insert or update the execution from the engine's state; returns its id."""
+        row = self.session.get(Execution, state.id) if state.id else None
+        if row is None:
+            row = Execution(contact_id=contact_id, started_at=utcnow())
+            self.session.add(row)
+        row.flow_id = state.flow_id
+        row.flow_version = state.flow_version
+        row.current_step = state.current_step
+        row.status = state.status
+        row.variables = state.variables
+        row.step_results = state.step_results
+        row.step_state = state.step_state
+        row.wait_deadline = state.wait_deadline
+        if error:
+            row.error = error
+        if state.status in ("ended", "failed") and row.ended_at is None:
+            row.ended_at = utcnow()
+        self.session.flush()
+        state.id = row.id
+        return row.id
+
+    def end_execution(self, execution_id: int) -> None:
+        """Mark an execution ended (its flow or step is gone)."""
+        self.session.execute(
+            sa.update(Execution)
+            .where(Execution.id == execution_id)
+            .values(status="ended", ended_at=utcnow())
+        )
+
+    def history(self, contact_id: int, limit: int, before_message_id: int) -> list[HistoryMessage]:
+        """The contact's last `limit` messages before a message, oldest first."""
+        if limit <= 0:
+            return []
+        rows = self.session.execute(
+            sa.select(Message.author, Message.body)
+            .where(Message.contact_id == contact_id, Message.id < before_message_id)
+            .where(Message.body != "")
+            .order_by(Message.id.desc())
+            .limit(limit)
+        ).all()
+        return [
+            HistoryMessage(role="user" if author == "contact" else "assistant", content=body)
+            for author, body in reversed(rows)
+        ]
+
+    def store_outbound(
+        self,
+        stored: StoredInbound,
+        parts: Sequence[OutboundPart],
+        *,
+        execution_id: int | None,
+        flow_id: str | None,
+        status: str = "queued",
+    ) -> list[int]:
+        """Store the turn's outbound messages, in order; returns their ids."""
+        ids = []
+        for part in parts:
+            row = Message(
+                conversation_id=stored.conversation_id,
+                contact_id=stored.contact_id,
+                direction="outbound",
+                author=part.author,
+                body=part.body,
+                status=status,
+                execution_id=execution_id,
+                flow_id=flow_id,
+                step_id=part.step_id,
+                model=part.usage.model if part.usage else None,
+                prompt_tokens=part.usage.prompt_tokens if part.usage else None,
+                completion_tokens=part.usage.completion_tokens if part.usage else None,
+                latency_ms=part.usage.latency_ms if part.usage else None,
+                created_at=utcnow(),
+            )
+            self.session.add(row)
+            self.session.flush()
+            ids.append(row.id)
+        return ids
+
+    def finish_inbound(
+        self, message_id: int, turn_status: str, execution_id: int | None, flow_id: str | None
+    ) -> None:
+        """Record how the inbound message's turn ended (``done``, ``failed``, ``skipped``)."""
+        self.session.execute(
+            sa.update(Message)
+            .where(Message.id == message_id)
+            .values(turn_status=turn_status, execution_id=execution_id, flow_id=flow_id)
+        )
+
+    def controller(self, conversation_id: int) -> str:
+        """Who controls the conversation: ``bot`` or ``agent:<id>``."""
+        return self.session.scalars(
+            sa.select(Conversation.controlled_by).where(Conversation.id == conversation_id)
+        ).one()

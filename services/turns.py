@@ -1,0 +1,211 @@
+"""A turn, step by step (DESIGN.md): store, serialise, run, commit, reply.
+
+This is the one code path for every inbound message, whether it came through
+the Twilio webhook or `flask chat`: the inbound message is stored first (a
+duplicate ``MessageSid`` stops there), the contact's turns are serialised by a
+row lock, the runner advances the execution, and the execution and the
+transcript are committed together. Any failure after the message is stored
+still answers the contact with the flow's fallback text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from engine.flow import DEFAULT_FALLBACK
+from engine.ports import Channel, Contact, InboundMessage
+from engine.runner import Runner, TurnResult
+from models.store import OutboundPart, SqlStore, StoredInbound
+
+log = logging.getLogger("parley.turns")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """An inbound message from any channel, before it is stored.
+
+    Attributes:
+        phone: The contact's E.164 number.
+        channel: ``whatsapp`` or ``sms``.
+        address: Our side of the conversation (Twilio's ``To``).
+        body: The text as typed.
+        message_sid: Twilio's ``MessageSid``, or a local unique id.
+        name: WhatsApp ``ProfileName``, if any.
+        media: Media URLs.
+    """
+
+    phone: str
+    channel: Channel
+    address: str
+    body: str
+    message_sid: str
+    name: str | None = None
+    media: tuple[str, ...] = ()
+
+
+@dataclass
+class TurnOutcome:
+    """What a turn answered.
+
+    Attributes:
+        replies: The message bodies to send, in order (each within one Twilio
+            message's limit).
+        duplicate: The ``MessageSid`` was already stored: nothing was done.
+        message_id: The stored inbound message, when not a duplicate.
+        error: Why the turn answered with the fallback, if it did.
+        result: The runner's result, when the runner ran.
+    """
+
+    replies: list[str] = field(default_factory=list)
+    duplicate: bool = False
+    message_id: int | None = None
+    error: str | None = None
+    result: TurnResult | None = None
+
+
+class Turns:
+    """Runs turns against the database.
+
+    Args:
+        session: The SQLAlchemy session (Flask-SQLAlchemy's scoped session).
+        runner: The flow runner.
+        split: Splits one reply into message bodies Twilio accepts.
+    """
+
+    def __init__(self, session: Session, runner: Runner, split: Callable[[str], list[str]]) -> None:
+        self.session = session
+        self.runner = runner
+        self.split = split
+
+    def handle(self, incoming: Incoming, flow_id: str | None = None) -> TurnOutcome:
+        """Store an inbound message, then run its turn.
+
+        Args:
+            incoming: The message.
+            flow_id: Run this flow rather than follow triggers (``flask chat``).
+
+        Raises:
+            sqlalchemy.exc.OperationalError: the database is unreachable while
+                storing the message (nothing was stored; the caller answers 503).
+        """
+        stored = self.store(incoming)
+        if stored is None:
+            log.info("turn.duplicate message_sid=%s", incoming.message_sid)
+            return TurnOutcome(duplicate=True)
+        return self.run(stored, incoming, flow_id)
+
+    def store(self, incoming: Incoming) -> StoredInbound | None:
+        """Step 2: store the inbound message in its own transaction (None: duplicate)."""
+        store = SqlStore(self.session)
+        try:
+            stored = store.store_inbound(
+                phone=incoming.phone,
+                name=incoming.name,
+                channel=incoming.channel,
+                address=incoming.address,
+                body=incoming.body,
+                message_sid=incoming.message_sid,
+                media=incoming.media,
+            )
+            self.session.commit()
+        except Exception:
+            self.session.rollback()
+            raise
+        return stored
+
+    def run(
+        self, stored: StoredInbound, incoming: Incoming, flow_id: str | None = None
+    ) -> TurnOutcome:
+        """Steps 3 to 6: lock the contact, run the flow, commit execution and transcript."""
+        store = SqlStore(self.session)
+        try:
+            contact_row = store.lock_contact(stored.contact_id)
+            if store.controller(stored.conversation_id) != "bot":
+                store.finish_inbound(stored.message_id, "skipped", None, None)
+                self.session.commit()
+                return TurnOutcome(message_id=stored.message_id)
+            contact = Contact(
+                id=contact_row.id,
+                phone=contact_row.phone,
+                name=contact_row.name,
+                channel=incoming.channel,
+            )
+            inbound = InboundMessage(
+                text=incoming.body,
+                channel=incoming.channel,
+                message_sid=incoming.message_sid,
+                media=incoming.media,
+            )
+            execution = store.active_execution(contact.id)
+            result = self.runner.run_turn(
+                execution,
+                inbound,
+                contact,
+                history=lambda limit: store.history(contact.id, limit, stored.message_id),
+                flow_id=flow_id,
+            )
+            if execution is not None and execution.id and result.execution is not execution:
+                store.end_execution(execution.id)
+            execution_id = None
+            flow_id = None
+            error = result.error.reason if result.error else None
+            if result.execution is not None:
+                execution_id = store.save_execution(contact.id, result.execution, error)
+                flow_id = result.execution.flow_id
+            parts = self._parts(result)
+            store.store_outbound(stored, parts, execution_id=execution_id, flow_id=flow_id)
+            store.finish_inbound(
+                stored.message_id, "failed" if error else "done", execution_id, flow_id
+            )
+            self.session.commit()
+        except Exception as exc:
+            self.session.rollback()
+            log.exception("turn.failed contact=%s message=%s", stored.contact_id, stored.message_id)
+            return self._answer_failure(stored, exc)
+        return TurnOutcome(
+            replies=[part.body for part in parts],
+            message_id=stored.message_id,
+            error=error,
+            result=result,
+        )
+
+    def _parts(self, result: TurnResult) -> list[OutboundPart]:
+        parts: list[OutboundPart] = []
+        for reply in result.replies:
+            for index, body in enumerate(self.split(reply.text)):
+                parts.append(
+                    OutboundPart(
+                        body=body,
+                        author=reply.author,
+                        step_id=reply.step_id,
+                        usage=reply.usage if index == 0 else None,
+                    )
+                )
+        return parts
+
+    def _answer_failure(self, stored: StoredInbound, error: Exception) -> TurnOutcome:
+        """Answer with a fallback after a failure outside the flow (e.g. the database)."""
+        text = self._fallback_text()
+        try:
+            store = SqlStore(self.session)
+            store.store_outbound(
+                stored, [OutboundPart(body=text, author="system")], execution_id=None, flow_id=None
+            )
+            store.finish_inbound(stored.message_id, "failed", None, None)
+            self.session.commit()
+        except Exception:
+            self.session.rollback()
+            log.exception("turn.fallback_not_stored message=%s", stored.message_id)
+        return TurnOutcome(
+            replies=[text], message_id=stored.message_id, error=f"{type(error).__name__}"
+        )
+
+    def _fallback_text(self) -> str:
+        flow = self.runner.flows.default
+        if flow is not None and "{" not in flow.fallback:
+            return flow.fallback
+        return DEFAULT_FALLBACK

@@ -1,0 +1,14 @@
+"""The HTTP edges: Flask blueprints."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    """Register every blueprint of Parley with the app."""
+    from web.home import bp as home
+    from web.twilio import bp as twilio
+
+    app.register_blueprint(home)
+    app.register_blueprint(twilio)
