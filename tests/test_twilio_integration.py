@@ -1,8 +1,8 @@
 """Tests of `integrations.twilio`: signatures, webhook parsing, replies and sending.
 
 Signature vectors are twilio-python's own unit-test vectors (see
-``/work/shared/fixtures/twilio/signature.md``); webhook payloads are the real
-captures in ``/work/shared/fixtures/twilio/inbound_*.json``.
+``shared/fixtures/twilio/signature.md``); webhook payloads are the real
+captures in ``shared/fixtures/twilio/inbound_*.json``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from integrations.twilio import (
     twiml_reply,
 )
 
-FIXTURES = Path("/work/shared/fixtures/twilio")
+# shared/ stands beside the project root, in CI too (DESIGN.md, "How it is tested").
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "twilio"
 
 # --- signatures ------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 The server listens on 127.0.0.1 on a free port in a background thread and
 answers ``POST /v1/chat/completions`` with scripted replies, in the shapes the
-real API uses (see ``/work/shared/fixtures/openai``)::
+real API uses (see ``shared/fixtures/openai`` beside the project)::
 
     with FakeOpenAI() as fake:
         fake.script("Hello!", {"intent": "book"}, Error(500))
