@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from engine.flow import load_flow_files, parse_flow
 from engine.templating import Templates
@@ -45,6 +45,7 @@ def validate_command(path: Path | None) -> None:
 
 
 @click.command("chat")
+@with_appcontext
 @click.argument("flow_id", metavar="FLOW")
 @click.option(
     "--as", "phone", default="+15550100100", show_default=True, help="The contact's E.164 number."
@@ -56,8 +57,17 @@ def validate_command(path: Path | None) -> None:
 @click.option("--verbose", is_flag=True, help="Show the engine's log lines.")
 def chat_command(flow_id: str, phone: str, channel: str, name: str | None, verbose: bool) -> None:
     """Talk to FLOW from the terminal, through the same runner and database as the webhook."""
+    logger = logging.getLogger("parley")
+    level = logger.level
     if not verbose:
-        logging.getLogger("parley").setLevel(logging.CRITICAL)
+        logger.setLevel(logging.CRITICAL)
+    try:
+        _chat(flow_id, phone, channel, name)
+    finally:
+        logger.setLevel(level)
+
+
+def _chat(flow_id: str, phone: str, channel: str, name: str | None) -> None:
     parley = current_app.extensions["parley"]
     if parley.flow_error is not None:
         raise click.ClickException(str(parley.flow_error))
