@@ -44,6 +44,13 @@ class Parley:
     runner: Runner
     flow_error: FlowError | None = None
 
+    def resume_paid(self, contact_ids: list[int]) -> None:
+        """Resume the executions of contacts who just became entitled (after payment).
+
+        Called by the Stripe webhook after it committed the change.
+        """
+        # Filled in by the paywall runner integration.
+
     def turns(self) -> Turns:
         """A turn service bound to the current app context's session."""
         if self.flow_error is not None:

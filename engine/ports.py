@@ -218,3 +218,48 @@ class Reply:
     step_id: str | None = None
     usage: LLMUsage | None = None
     author: str = "bot"
+
+
+@dataclass(frozen=True)
+class EntitlementCheck:
+    """Whether a contact may use a paywalled flow, and how to pay if not.
+
+    Attributes:
+        entitled: True when the contact may go on (always, with the paywall off).
+        payment_url: Where the contact pays (a Stripe Checkout Session or a
+            Payment Link with ``client_reference_id``), when not entitled.
+        remind: Whether to send the payment link now; False when it was
+            already sent within the last 24 hours (reminders at most once a day).
+        status: The subscription status behind the answer (Stripe's
+            subscription statuses, or ``none``).
+    """
+
+    entitled: bool
+    payment_url: str | None = None
+    remind: bool = True
+    status: str = "none"
+
+
+class Entitlements(Protocol):
+    """Who may use paywalled flows (kept in sync from Stripe webhooks)."""
+
+    def check(self, contact: Contact, entitlement: str) -> EntitlementCheck:
+        """Check `contact` against the named entitlement (e.g. ``subscription``).
+
+        Raises:
+            EntitlementError: the payment provider could not be reached to
+                create a payment link.
+        """
+        ...
+
+
+class EntitlementError(Exception):
+    """A payment link could not be created (Stripe unreachable or misconfigured)."""
+
+
+class AlwaysEntitled:
+    """Entitlements with the paywall off: everyone is entitled."""
+
+    def check(self, contact: Contact, entitlement: str) -> EntitlementCheck:
+        """Always entitled."""
+        return EntitlementCheck(entitled=True, status="active")
