@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from engine.steps import Step, step_kind
 from engine.steps.ask import fold
+from engine.steps.paywall import PaywallTexts
 
 DEFAULT_FALLBACK = "Sorry, I'm having trouble right now. Please try again in a minute."
 
@@ -53,6 +54,11 @@ class Flow(BaseModel):
     """Keywords that start it, and whether it is the default flow."""
     llm: LLMDefaults = LLMDefaults()
     """Defaults for its ``llm`` steps."""
+    entitlement: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
+    """Paywall the whole flow: only contacts with this entitlement (e.g.
+    ``subscription``) get past the start, while the paywall is on."""
+    paywall: PaywallTexts = PaywallTexts()
+    """What an unentitled contact is told (with ``entitlement``)."""
     fallback: str = DEFAULT_FALLBACK
     """Sent when a step fails (the LLM is down, an answer never fits)."""
     variables: dict[str, Any] = {}
@@ -124,21 +130,30 @@ class FlowError(Exception):
         super().__init__(f"{len(problems)} problem(s) in the flows:\n{report}")
 
 
-def yaml_lines(text: str) -> dict[Location, int]:
+def yaml_lines(text: str) -> tuple[dict[Location, int], list[tuple[Location, int]]]:
     """Map every key path of a YAML document to the 1-based line it stands on.
 
-    ``{("steps", "welcome", "say"): 12, ...}``; sequence items are keyed by index.
+    Returns:
+        ``{("steps", "welcome", "say"): 12, ...}`` (sequence items keyed by
+        index), and the keys that stand twice in one mapping, with the line of
+        the second (PyYAML would silently keep only the last).
 
     Raises:
         yaml.YAMLError: the text is not YAML.
     """
     lines: dict[Location, int] = {}
+    duplicates: list[tuple[Location, int]] = []
     root = yaml.compose(text, Loader=yaml.SafeLoader)
 
     def walk(node: yaml.Node, path: Location) -> None:
         if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
             for key, value in node.value:
                 name = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+                if name in seen:
+                    duplicates.append(((*path, name), key.start_mark.line + 1))
+                    continue
+                seen.add(name)
                 lines[(*path, name)] = key.start_mark.line + 1
                 walk(value, (*path, name))
         elif isinstance(node, yaml.SequenceNode):
@@ -148,21 +163,26 @@ def yaml_lines(text: str) -> dict[Location, int]:
 
     if root is not None:
         walk(root, ())
-    return lines
+    return lines, duplicates
 
 
 def _location_in_file(loc: tuple[Any, ...], data: Any) -> Location:
     """A pydantic error location with the union tags (step kinds) removed."""
     path: list[str | int] = []
     node = data
-    for part in loc:
+    for index, part in enumerate(loc):
+        # The step's kind is also a key of the step (`say: ...`), so the tag must
+        # be recognised before keys are: `steps.a.say.bogus` is the key `bogus`.
+        at_step = index == 2 and loc[0] == "steps" and isinstance(node, dict)
+        if at_step and step_kind(node) == part:
+            continue  # a discriminated-union tag, not a key of the file
+        if isinstance(node, list) and isinstance(part, str):
+            continue  # a union member's label (`list[Transition]`), not a key
         in_dict = isinstance(node, dict) and part in node
         in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
         if in_dict or in_list:
             path.append(part)
             node = node[part]
-        elif isinstance(node, dict) and step_kind(node) == part:
-            continue  # a discriminated-union tag, not a key of the file
         else:
             path.append(part)
             node = None
@@ -187,7 +207,7 @@ def parse_flow(text: str, source: str) -> tuple[Flow | None, list[FlowProblem]]:
     """
     try:
         data = yaml.safe_load(text)
-        lines = yaml_lines(text)
+        lines, duplicates = yaml_lines(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark else 1
@@ -196,10 +216,21 @@ def parse_flow(text: str, source: str) -> tuple[Flow | None, list[FlowProblem]]:
     if not isinstance(data, dict):
         return None, [FlowProblem(source, 1, "a flow file is a mapping with id, start and steps")]
     flow_id = data.get("id") if isinstance(data.get("id"), str) else None
+    problems = [
+        FlowProblem(
+            source,
+            line,
+            f"{'.'.join(str(part) for part in location)} is written twice; "
+            "only the last would count",
+            hint="rename or remove one of them",
+            flow_id=flow_id,
+            step_id=_step_of(location),
+        )
+        for location, line in duplicates
+    ]
     try:
         flow = Flow.model_validate(data)
     except ValidationError as error:
-        problems = []
         for item in error.errors():
             location = _location_in_file(item["loc"], data)
             field_name = ".".join(str(part) for part in location) or "flow"
@@ -212,6 +243,8 @@ def parse_flow(text: str, source: str) -> tuple[Flow | None, list[FlowProblem]]:
                     step_id=_step_of(location),
                 )
             )
+        return None, problems
+    if problems:
         return None, problems
     flow._source = source
     flow._lines = lines

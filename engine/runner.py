@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.flow import DEFAULT_FALLBACK, Flow, FlowSet
 from engine.ports import (
     LLM,
+    AlwaysEntitled,
     Clock,
     Contact,
+    Entitlements,
     ExecutionState,
     HistoryMessage,
     InboundMessage,
     Reply,
 )
 from engine.steps.base import Continue, End, StepContext, StepError, Wait, resolve_next
+from engine.steps.paywall import ask_to_pay, check_entitlement
 from engine.templating import TemplateFailure, Templates
 
 log = logging.getLogger("parley.engine")
@@ -97,6 +101,7 @@ class Runner:
         contact: Contact,
         history: Callable[[int], list[HistoryMessage]],
         flow_id: str | None = None,
+        entitlements: Entitlements | None = None,
     ) -> TurnResult:
         """Advance `execution` with `inbound`, or start a flow for it.
 
@@ -107,6 +112,7 @@ class Runner:
             history: ``history(n)``: the last n messages before this turn.
             flow_id: Run this flow: an execution of another flow is ended and
                 this one started (``flask chat FLOW``); None to follow triggers.
+            entitlements: Who may pass paywalls; everyone when None.
 
         Returns:
             The execution as it now stands and the replies. A failing step does
@@ -159,9 +165,16 @@ class Runner:
             history=history,
             default_model=self.default_model,
             replies=result.replies,
+            entitlements=entitlements or AlwaysEntitled(),
         )
         try:
-            self._run(flow, context, result, resume=not result.started)
+            resume = not result.started
+            if flow.entitlement:
+                gate = self._gate(flow, context)
+                if gate is None:
+                    return result
+                resume = resume and gate
+            self._run(flow, context, result, resume=resume)
         except (StepError, TemplateFailure) as error:
             failure = (
                 error
@@ -170,6 +183,28 @@ class Runner:
             )
             self._fail(flow, context, result, failure)
         return result
+
+    def _gate(self, flow: Flow, context: StepContext) -> bool | None:
+        """The flow-level paywall, checked every turn while the paywall is on.
+
+        Returns:
+            None when the contact must pay (the link or a reminder is queued and
+            the execution waits); False when the contact just got past a paywall
+            that held them (the current step is entered afresh, which is where the
+            execution stopped); True otherwise (carry on as usual).
+        """
+        execution = context.execution
+        assert flow.entitlement is not None
+        check = check_entitlement(context, flow.entitlement)
+        if check.entitled:
+            if execution.step_state.pop("paywall", None) is None:
+                return True
+            context.say(context.render(flow.paywall.welcome, payment_url=""))
+            return False
+        execution.step_state["paywall"] = flow.entitlement
+        execution.status = "waiting"
+        ask_to_pay(context, flow.paywall, check)
+        return None
 
     def _run(self, flow: Flow, context: StepContext, result: TurnResult, resume: bool) -> None:
         execution = context.execution
@@ -221,6 +256,12 @@ class Runner:
             error.reason,
         )
         result.error = error
+        if isinstance(error, FlowLoopError):
+            # A loop through `say` steps would otherwise send the same texts
+            # dozens of times before the fallback: keep only what steps outside
+            # the loop said.
+            visits = Counter(result.steps)
+            result.replies[:] = [reply for reply in result.replies if visits[reply.step_id] == 1]
         # A step that can be tried again (an LLM call that timed out) waits for
         # the contact's next message; anything else would fail the same way.
         context.execution.status = "waiting" if error.retryable else "failed"

@@ -61,8 +61,8 @@ class Templates:
         """
         try:
             return self.env.from_string(source).render(context)
-        except TemplateError as error:
-            raise TemplateFailure(source, str(error)) from error
+        except Exception as error:  # a template may raise anything: `{{ 1 / 0 }}`
+            raise TemplateFailure(source, _reason(error)) from error
 
     def render_prompt(self, name: str, context: Mapping[str, Any]) -> str:
         """Render the prompt file `name` (relative to the prompts folder).
@@ -72,7 +72,7 @@ class Templates:
         """
         try:
             return self.env.get_template(name).render(context).strip()
-        except TemplateError as error:
+        except Exception as error:  # a template may raise anything: `{{ 1 / 0 }}`
             raise TemplateFailure(name, f"{type(error).__name__}: {error}") from error
 
     def evaluate(self, source: Any, context: Mapping[str, Any], *, bare: bool = False) -> Any:
@@ -95,8 +95,8 @@ class Templates:
             return self.render(source, context)
         try:
             value = self.env.compile_expression(expression, undefined_to_none=False)(**context)
-        except TemplateError as error:
-            raise TemplateFailure(source, str(error)) from error
+        except Exception as error:  # a template may raise anything: `{{ 1 / 0 }}`
+            raise TemplateFailure(source, _reason(error)) from error
         if isinstance(value, StrictUndefined):
             raise TemplateFailure(source, f"{expression.strip()!r} is undefined")
         return value
@@ -136,6 +136,11 @@ class Templates:
             return self.env.parse(source)
         except (TemplateError, AttributeError) as error:
             raise TemplateFailure(name, f"{type(error).__name__}: {error}") from error
+
+
+def _reason(error: Exception) -> str:
+    """What went wrong, for a template error: Jinja's words, or the exception's type too."""
+    return str(error) if isinstance(error, TemplateError) else f"{type(error).__name__}: {error}"
 
 
 def expression_of(source: str, *, bare: bool = False) -> str | None:

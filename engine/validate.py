@@ -14,6 +14,7 @@ from pathlib import Path
 from jinja2 import meta, nodes
 
 from engine.flow import Flow, FlowError, FlowProblem, FlowSet, Location, load_flow_files
+from engine.steps.ask import fold
 from engine.steps.base import TemplateUse, Transition
 from engine.steps.branch import BranchStep
 from engine.templating import CONTEXT_NAMES, TemplateFailure, Templates
@@ -214,7 +215,7 @@ def validate_flows(flows: Iterable[Flow], templates: Templates) -> list[FlowProb
         if flow.trigger.default:
             defaults.append(flow)
         for index, keyword in enumerate(flow.trigger.keywords):
-            other = keywords.setdefault(keyword.casefold(), flow)
+            other = keywords.setdefault(fold(keyword), flow)  # as `FlowSet.match` folds
             if other is not flow:
                 problems.append(
                     FlowProblem(

@@ -264,6 +264,15 @@ class SqlStore:
             .values(turn_status=turn_status, execution_id=execution_id, flow_id=flow_id)
         )
 
+    def latest_conversation(self, contact_id: int) -> Conversation | None:
+        """The contact's conversation with the most recent message, or None."""
+        return self.session.scalars(
+            sa.select(Conversation)
+            .where(Conversation.contact_id == contact_id)
+            .order_by(Conversation.last_message_at.desc(), Conversation.id.desc())
+            .limit(1)
+        ).first()
+
     def controller(self, conversation_id: int) -> str:
         """Who controls the conversation: ``bot`` or ``agent:<id>``."""
         return self.session.scalars(

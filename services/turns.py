@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session
 
 from engine.flow import DEFAULT_FALLBACK
-from engine.ports import Channel, Contact, InboundMessage
+from engine.ports import Channel, Contact, Entitlements, ExecutionState, InboundMessage
 from engine.runner import Runner, TurnResult
 from models.store import OutboundPart, SqlStore, StoredInbound
 
@@ -74,12 +74,20 @@ class Turns:
         session: The SQLAlchemy session (Flask-SQLAlchemy's scoped session).
         runner: The flow runner.
         split: Splits one reply into message bodies Twilio accepts.
+        entitlements: Who may pass paywalls (everyone when None).
     """
 
-    def __init__(self, session: Session, runner: Runner, split: Callable[[str], list[str]]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        runner: Runner,
+        split: Callable[[str], list[str]],
+        entitlements: Entitlements | None = None,
+    ) -> None:
         self.session = session
         self.runner = runner
         self.split = split
+        self.entitlements = entitlements
 
     def handle(self, incoming: Incoming, flow_id: str | None = None) -> TurnOutcome:
         """Store an inbound message, then run its turn.
@@ -147,6 +155,7 @@ class Turns:
                 contact,
                 history=lambda limit: store.history(contact.id, limit, stored.message_id),
                 flow_id=flow_id,
+                entitlements=self.entitlements,
             )
             if execution is not None and execution.id and result.execution is not execution:
                 store.end_execution(execution.id)
@@ -172,6 +181,60 @@ class Turns:
             error=error,
             result=result,
         )
+
+    def resume(self, contact_id: int) -> list[int]:
+        """Run a turn with no inbound message for a contact waiting at a paywall.
+
+        Used after a payment: the execution carries on where it stopped. The
+        replies are stored (status ``queued``) in the contact's latest
+        conversation, for the caller to send.
+
+        Returns:
+            The stored outbound message ids, in order (empty when the contact
+            has no execution waiting at a paywall, or no conversation).
+        """
+        store = SqlStore(self.session)
+        try:
+            contact_row = store.lock_contact(contact_id)
+            execution = store.active_execution(contact_id)
+            conversation = store.latest_conversation(contact_id)
+            if execution is None or conversation is None or not self._at_paywall(execution):
+                self.session.commit()
+                return []
+            contact = Contact(
+                id=contact_row.id,
+                phone=contact_row.phone,
+                name=contact_row.name,
+                channel=conversation.channel,  # type: ignore[arg-type]
+            )
+            result = self.runner.run_turn(
+                execution,
+                None,
+                contact,
+                history=lambda limit: store.history(contact.id, limit, 2**62),
+                entitlements=self.entitlements,
+            )
+            error = result.error.reason if result.error else None
+            execution_id = None
+            if result.execution is not None:
+                execution_id = store.save_execution(contact.id, result.execution, error)
+            target = StoredInbound(0, contact.id, conversation.id)
+            ids = store.store_outbound(
+                target, self._parts(result), execution_id=execution_id, flow_id=execution.flow_id
+            )
+            self.session.commit()
+        except Exception:
+            self.session.rollback()
+            log.exception("turn.resume_failed contact=%s", contact_id)
+            return []
+        return ids
+
+    def _at_paywall(self, execution: ExecutionState) -> bool:
+        flow = self.runner.flows.get(execution.flow_id)
+        if flow is None or execution.status != "waiting":
+            return False
+        step = flow.steps.get(execution.current_step)
+        return "paywall" in execution.step_state or getattr(step, "kind", "") == "paywall"
 
     def _parts(self, result: TurnResult) -> list[OutboundPart]:
         parts: list[OutboundPart] = []

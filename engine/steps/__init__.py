@@ -15,10 +15,19 @@ from engine.steps.base import StepBase
 from engine.steps.branch import BranchStep
 from engine.steps.end import EndStep
 from engine.steps.llm import LLMStep
+from engine.steps.paywall import PaywallStep
 from engine.steps.say import SayStep
 from engine.steps.set import SetStep
 
-STEP_KINDS: tuple[type[StepBase], ...] = (SayStep, AskStep, LLMStep, BranchStep, SetStep, EndStep)
+STEP_KINDS: tuple[type[StepBase], ...] = (
+    SayStep,
+    AskStep,
+    LLMStep,
+    BranchStep,
+    SetStep,
+    PaywallStep,
+    EndStep,
+)
 KIND_NAMES: tuple[str, ...] = tuple(kind.kind for kind in STEP_KINDS)
 
 

@@ -122,11 +122,14 @@ def match_choice(text: str, choices: list[str]) -> str | None:
         'movement'
         >>> match_choice("  SLÉEP! ", ["sleep", "movement"])
         'sleep'
+        >>> match_choice("1", ["0", "1", "2"])
+        '1'
     """
     folded = fold(text)
-    if folded.isdigit() and 1 <= int(folded) <= len(choices):
-        return choices[int(folded) - 1]
+    # Labels first: with choices ["0", "1", "2"], "1" is the choice "1", not the first.
     for choice in choices:
         if fold(choice) == folded:
             return choice
+    if folded.isdecimal() and 1 <= int(folded) <= len(choices):  # int() takes decimals only
+        return choices[int(folded) - 1]
     return None

@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.ports import (
     LLM,
+    AlwaysEntitled,
     Clock,
     Contact,
+    Entitlements,
     ExecutionState,
     HistoryMessage,
     InboundMessage,
@@ -115,6 +117,7 @@ class StepContext:
         history: ``history(n)`` gives the last n messages before this turn.
         default_model: The model to use when neither step nor flow names one.
         replies: What the turn sends, in order; steps append with `say`.
+        entitlements: Who may pass paywalls.
     """
 
     flow: Flow
@@ -128,6 +131,7 @@ class StepContext:
     history: Callable[[int], list[HistoryMessage]]
     default_model: str
     replies: list[Reply] = field(default_factory=list)
+    entitlements: Entitlements = field(default_factory=AlwaysEntitled)
 
     @property
     def state(self) -> dict[str, Any]:

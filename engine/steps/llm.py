@@ -22,10 +22,12 @@ template.
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.ports import LLMError, LLMRequest
 from engine.steps.base import (
@@ -39,12 +41,12 @@ from engine.steps.base import (
 )
 
 OutputType = Literal["str", "int", "float", "bool", "list[str]"]
-_PYTHON_TYPES: dict[str, Any] = {
-    "str": str,
-    "int": int,
-    "float": float,
-    "bool": bool,
-    "list[str]": list[str],
+_JSON_TYPES: dict[str, dict[str, Any]] = {
+    "str": {"type": "string"},
+    "int": {"type": "integer"},
+    "float": {"type": "number"},
+    "bool": {"type": "boolean"},
+    "list[str]": {"type": "array", "items": {"type": "string"}},
 }
 
 
@@ -97,15 +99,17 @@ class LLMStep(StepBase):
         """The JSON Schema of ``output`` (all fields required, no others), or None."""
         if not self.llm.output:
             return None
-        fields: dict[str, Any] = {
-            name: (_PYTHON_TYPES[type_name], ...) for name, type_name in self.llm.output.items()
+        # Written out rather than built with pydantic's create_model, which drops
+        # fields named `_x` and warns on (or rejects) names like `json` or `schema`.
+        return {
+            "type": "object",
+            "properties": {
+                name: copy.deepcopy(_JSON_TYPES[type_name])
+                for name, type_name in self.llm.output.items()
+            },
+            "required": list(self.llm.output),
+            "additionalProperties": False,
         }
-        model = create_model("Output", __config__=ConfigDict(extra="forbid"), **fields)
-        schema = model.model_json_schema()
-        schema.pop("title", None)
-        for prop in schema.get("properties", {}).values():
-            prop.pop("title", None)
-        return schema
 
     def _turn(self, context: StepContext) -> StepResult:
         turns = int(context.state.get("turns", 0)) + 1
@@ -119,7 +123,7 @@ class LLMStep(StepBase):
                 else context.flow.llm.temperature
             ),
             output_schema=self.output_schema(),
-            schema_name=f"{context.step_id}_output"[:64],
+            schema_name=re.sub(r"[^a-zA-Z0-9_-]", "_", f"{context.step_id}_output")[:64],
         )
         try:
             response = context.llm.complete(request)
