@@ -117,6 +117,9 @@ def _check_templates(report: _Report, flow: Flow, templates: Templates) -> None:
         for location, name in step.prompt_files():
             checker.check_prompt(("steps", step_id, *location), name)
     checker.check_string(("fallback",), TemplateUse(("fallback",), flow.fallback))
+    if flow.entitlement:
+        for use in flow.paywall.uses(("paywall",)):
+            checker.check_string(use.path, use)
 
 
 class _NameChecker:

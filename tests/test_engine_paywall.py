@@ -201,3 +201,16 @@ def test_payment_provider_down_answers_the_fallback_and_keeps_waiting(flow):
     assert replies[-1] == "Sorry, I'm having trouble right now. Please try again in a minute."
     assert "Stripe is unreachable" in result.error.reason
     assert execution.status == "waiting"
+
+
+def test_paywall_texts_are_validated_and_may_use_payment_url():
+    text = PAYWALLED_FLOW.replace(
+        "entitlement: subscription\n",
+        "entitlement: subscription\npaywall:\n  message: 'Pay {{ payment_url }} {{ vars.nope }}'\n",
+    )
+    flow, problems = parse_flow(text, "flow.yaml")
+    assert flow is not None and not problems
+
+    found = validate_flows([flow], Templates(Path("prompts")))
+
+    assert [(problem.line, "vars.nope" in problem.message) for problem in found] == [(4, True)]
