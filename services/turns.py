@@ -11,7 +11,7 @@ still answers the contact with the flow's fallback text.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
@@ -22,6 +22,10 @@ from engine.runner import Runner, TurnResult
 from models.store import OutboundPart, SqlStore, StoredInbound
 
 log = logging.getLogger("parley.turns")
+
+#: Answers a message before the flow runs, or returns None to let the flow run:
+#: ``responder(contact, text) -> list[str] | None`` (opt-out, billing keyword...).
+Responder = Callable[[Contact, str], "list[str] | None"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class Turns:
         runner: The flow runner.
         split: Splits one reply into message bodies Twilio accepts.
         entitlements: Who may pass paywalls (everyone when None).
+        responders: Checked in order before the flow (step 4 of a turn); the
+            first that answers (returns a list of texts) ends the turn.
     """
 
     def __init__(
@@ -83,11 +89,13 @@ class Turns:
         runner: Runner,
         split: Callable[[str], list[str]],
         entitlements: Entitlements | None = None,
+        responders: Sequence[Responder] = (),
     ) -> None:
         self.session = session
         self.runner = runner
         self.split = split
         self.entitlements = entitlements
+        self.responders = tuple(responders)
 
     def handle(self, incoming: Incoming, flow_id: str | None = None) -> TurnOutcome:
         """Store an inbound message, then run its turn.
@@ -148,6 +156,10 @@ class Turns:
                 message_sid=incoming.message_sid,
                 media=incoming.media,
             )
+            for responder in self.responders:
+                answer = responder(contact, incoming.body)
+                if answer is not None:
+                    return self._answered(store, stored, answer)
             execution = store.active_execution(contact.id)
             result = self.runner.run_turn(
                 execution,
@@ -235,6 +247,16 @@ class Turns:
             return False
         step = flow.steps.get(execution.current_step)
         return "paywall" in execution.step_state or getattr(step, "kind", "") == "paywall"
+
+    def _answered(self, store: SqlStore, stored: StoredInbound, texts: list[str]) -> TurnOutcome:
+        """Store and return a responder's answer; the flow does not run."""
+        parts = [
+            OutboundPart(body=body, author="system") for text in texts for body in self.split(text)
+        ]
+        store.store_outbound(stored, parts, execution_id=None, flow_id=None)
+        store.finish_inbound(stored.message_id, "done", None, None)
+        self.session.commit()
+        return TurnOutcome(replies=[part.body for part in parts], message_id=stored.message_id)
 
     def _parts(self, result: TurnResult) -> list[OutboundPart]:
         parts: list[OutboundPart] = []
