@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask
+from flask import Flask, current_app
 
 from config import ROOT, database_url, load_config
 from engine.flow import FlowError, FlowSet
@@ -27,6 +27,9 @@ from engine.validate import load_flows
 from integrations.openai import llm_from_config
 from integrations.twilio import split_body
 from models import db, init_db
+from services.billing import Billing, SqlEntitlements, validate_billing_config
+from services.outbound import send_stored, sender_from_config
+from services.responders import billing_keyword
 from services.turns import Turns
 
 
@@ -45,17 +48,33 @@ class Parley:
     flow_error: FlowError | None = None
 
     def resume_paid(self, contact_ids: list[int]) -> None:
-        """Resume the executions of contacts who just became entitled (after payment).
+        """Carry on the executions of contacts who just paid, and send what they say.
 
-        Called by the Stripe webhook after it committed the change.
+        Called by the Stripe webhook after it committed the change; each
+        contact waiting at a paywall gets the welcome text and the flow's next
+        messages through the Twilio REST API.
         """
-        # Filled in by the paywall runner integration.
+        turns = self.turns()
+        sender = sender_from_config(current_app.config)
+        try:
+            for contact_id in contact_ids:
+                send_stored(db.session, sender, turns.resume(contact_id))
+        finally:
+            if sender is not None:
+                sender.close()
 
     def turns(self) -> Turns:
-        """A turn service bound to the current app context's session."""
+        """A turn service bound to the current app context's session and settings."""
         if self.flow_error is not None:
             raise self.flow_error
-        return Turns(db.session, self.runner, split_body)
+        billing = Billing(db.session, current_app.config)
+        return Turns(
+            db.session,
+            self.runner,
+            split_body,
+            entitlements=SqlEntitlements(billing),
+            responders=[billing_keyword(billing)],
+        )
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -66,6 +85,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             ``TESTING=True`` also skips reading ``.env``.
 
     Raises:
+        ConfigError: a paywall setting is malformed, or ``PAYWALL_ENABLED`` is on
+            while a Stripe setting it needs is missing (the message names it).
         FlowError: a flow in ``FLOWS_DIR`` is invalid; the message lists every
             problem with ``file:line``. (Under the ``flask`` command the error is
             kept instead, so that ``flask flows validate`` can report it.)
@@ -74,6 +95,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not overrides.get("TESTING"):
         load_dotenv(ROOT / ".env")
     settings = load_config(os.environ, overrides)
+    validate_billing_config(settings)
 
     app = Flask(__name__, instance_path=str(ROOT / "instance"))
     app.config.update(settings)

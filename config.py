@@ -22,15 +22,73 @@ DEFAULTS: dict[str, Any] = {
     "OPENAI_MAX_RETRIES": "1",
     "TWILIO_ACCOUNT_SID": None,
     "TWILIO_AUTH_TOKEN": None,
+    "TWILIO_API_BASE": None,
     "PUBLIC_BASE_URL": None,
     "FLOWS_DIR": str(ROOT / "flows"),
     "PROMPTS_DIR": str(ROOT / "prompts"),
     "SECRET_KEY": None,
     "LOG_LEVEL": "INFO",
+    "PAYWALL_ENABLED": None,
+    "PAYWALL_GRACE_DAYS": "3",
+    "STRIPE_SECRET_KEY": None,
+    "STRIPE_WEBHOOK_SECRET": None,
+    "STRIPE_PRICE_ID": None,
+    "STRIPE_PAYMENT_LINK_URL": None,
+    "STRIPE_SUCCESS_URL": None,
+    "STRIPE_CANCEL_URL": None,
+    "STRIPE_API_BASE": None,
+    "BILLING_KEYWORD": "billing",
+    "STUDIO_TOKEN": None,
 }
 
 #: Settings whose values must never be printed.
-SECRETS = frozenset({"OPENAI_API_KEY", "TWILIO_AUTH_TOKEN", "SECRET_KEY", "DATABASE_URL"})
+SECRETS = frozenset(
+    {
+        "OPENAI_API_KEY",
+        "TWILIO_AUTH_TOKEN",
+        "SECRET_KEY",
+        "DATABASE_URL",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "STUDIO_TOKEN",
+    }
+)
+
+_TRUE = frozenset({"1", "true", "on", "yes"})
+_FALSE = frozenset({"0", "false", "off", "no", ""})
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and how to fix it.
+
+    Attributes:
+        variables: The names of the environment variables at fault.
+    """
+
+    def __init__(self, message: str, variables: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.variables = list(variables)
+
+
+def flag(name: str, value: Any) -> bool:
+    """A boolean setting: ``1``/``true``/``on``/``yes`` or ``0``/``false``/``off``/``no``.
+
+    Unset (None) and the empty string are False; case and surrounding spaces are ignored.
+
+    Raises:
+        ConfigError: any other value, naming the variable.
+    """
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(
+        f"{name}={value!r} is not a boolean: use one of 1, true, on, yes, 0, false, off, no",
+        [name],
+    )
 
 
 def database_url(url: str | None, instance_path: Path) -> str:

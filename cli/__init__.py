@@ -1,8 +1,12 @@
-"""``flask`` commands: ``flows validate`` and ``chat`` (``db ...`` comes from Flask-Migrate)."""
+"""``flask`` commands: ``flows validate``, ``chat`` and ``paywall on|off|status``.
+
+(``db ...`` comes from Flask-Migrate.)
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -10,11 +14,15 @@ from pathlib import Path
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
+from sqlalchemy.exc import DBAPIError
 
+from config import ConfigError
 from engine.flow import load_flow_files, parse_flow
 from engine.templating import Templates
 from engine.validate import validate_flows
 from integrations.twilio import parse_address
+from models import db
+from services.billing import Billing, missing_stripe_settings
 from services.turns import Incoming
 
 flows_cli = AppGroup("flows", help="Check the flows in FLOWS_DIR (or a given path).")
@@ -109,7 +117,75 @@ def _chat(flow_id: str, phone: str, channel: str, name: str | None) -> None:
             click.echo(f"bot> {reply}")
 
 
+paywall_cli = AppGroup(
+    "paywall", help="Switch the paywall on or off at runtime (stored in the database)."
+)
+
+_by_option = click.option(
+    "--by",
+    "who",
+    default=lambda: os.environ.get("USER") or "cli",
+    show_default="$USER or cli",
+    help="Who is switching (recorded with the time).",
+)
+
+
+_NOT_MIGRATED = "the database cannot be read; is it migrated (flask --app app db upgrade)?"
+
+
+def _switch(enabled: bool, who: str) -> None:
+    billing = Billing(db.session, current_app.config)
+    try:
+        billing.set_paywall(enabled, who)
+        db.session.commit()
+    except ConfigError as error:
+        db.session.rollback()
+        raise click.ClickException(str(error)) from error
+    except DBAPIError as error:
+        db.session.rollback()
+        raise click.ClickException(f"{_NOT_MIGRATED} ({type(error.orig).__name__})") from error
+    click.echo(f"Paywall switched {'on' if enabled else 'off'} by {who}; the next turn uses it.")
+
+
+@paywall_cli.command("on")
+@_by_option
+def paywall_on(who: str) -> None:
+    """Switch the paywall on (fails, naming them, while Stripe settings are missing)."""
+    _switch(True, who)
+
+
+@paywall_cli.command("off")
+@_by_option
+def paywall_off(who: str) -> None:
+    """Switch the paywall off: no flow asks for payment."""
+    _switch(False, who)
+
+
+@paywall_cli.command("status")
+def paywall_status() -> None:
+    """Say whether the paywall is on, and what decides it."""
+    billing = Billing(db.session, current_app.config)
+    try:
+        enabled = billing.paywall_enabled()
+        setting = billing.paywall_setting()
+        source = (
+            f"switched {setting.value} by {setting.updated_by} at "
+            f"{setting.updated_at:%Y-%m-%d %H:%M:%S} UTC"
+            if setting is not None
+            else "from PAYWALL_ENABLED; never switched at runtime"
+        )
+    except DBAPIError as error:
+        raise click.ClickException(f"{_NOT_MIGRATED} ({type(error.orig).__name__})") from error
+    finally:
+        db.session.rollback()
+    click.echo(f"Paywall is {'on' if enabled else 'off'} ({source}).")
+    missing = missing_stripe_settings(current_app.config)
+    if enabled and missing:
+        click.echo(f"Warning: {', '.join(missing)} is not set.", err=True)
+
+
 def register_commands(app: Flask) -> None:
     """Add Parley's commands to ``flask``."""
     app.cli.add_command(flows_cli)
     app.cli.add_command(chat_command)
+    app.cli.add_command(paywall_cli)

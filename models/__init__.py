@@ -14,6 +14,14 @@ from flask import Flask
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 
+from models.billing import (
+    Entitlement,
+    EntitlementChange,
+    PaymentLink,
+    Setting,
+    SettingChange,
+    StripeEvent,
+)
 from models.entities import OPEN_STATUSES, Base, Contact, Conversation, Execution, Message
 
 db = SQLAlchemy(model_class=Base)
@@ -61,8 +69,14 @@ __all__ = [
     "Base",
     "Contact",
     "Conversation",
+    "Entitlement",
+    "EntitlementChange",
     "Execution",
     "Message",
+    "PaymentLink",
+    "Setting",
+    "SettingChange",
+    "StripeEvent",
     "db",
     "init_db",
     "migrate",

@@ -25,11 +25,13 @@ from twilio.request_validator import RequestValidator
 from app import create_app
 from models import Base, db
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.twilio_server import FakeTwilio
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC_BASE_URL = "https://parley.example.com"
 OUR_WHATSAPP = "whatsapp:+14155238886"
+ACCOUNT_SID = "AC" + "0" * 32
 POSTGRES_ADMIN_URL = os.environ.get(
     "PARLEY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -55,6 +57,21 @@ def fake_openai(fake_openai_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
     """The fake OpenAI server, with an empty script and request log for this test."""
     yield fake_openai_server.reset()
     fake_openai_server.reset()
+
+
+@pytest.fixture(scope="session")
+def fake_twilio_server() -> Iterator[FakeTwilio]:
+    """One fake Twilio REST API for the session."""
+    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_twilio(fake_twilio_server: FakeTwilio) -> Iterator[FakeTwilio]:
+    """The fake Twilio REST API, with no messages recorded yet."""
+    fake_twilio_server.requests.clear()
+    yield fake_twilio_server
+    fake_twilio_server.requests.clear()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -95,7 +112,7 @@ def base_config(database_url: str, fake_openai: FakeOpenAI) -> dict:
         "TESTING": True,
         "DATABASE_URL": database_url,
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
         "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
         "OPENAI_API_KEY": "sk-test",
         "OPENAI_BASE_URL": fake_openai.base_url,
@@ -105,9 +122,9 @@ def base_config(database_url: str, fake_openai: FakeOpenAI) -> dict:
 
 
 @pytest.fixture
-def app_config(database_url: str, fake_openai: FakeOpenAI) -> dict:
+def app_config(database_url: str, fake_openai: FakeOpenAI, fake_twilio: FakeTwilio) -> dict:
     """Settings for `app`; a test may change them before it asks for `app`."""
-    return base_config(database_url, fake_openai)
+    return {**base_config(database_url, fake_openai), "TWILIO_API_BASE": fake_twilio.base_url}
 
 
 @pytest.fixture

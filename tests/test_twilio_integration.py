@@ -7,12 +7,9 @@ captures in ``shared/fixtures/twilio/inbound_*.json``.
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import re
-import secrets
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +20,6 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
 
 from engine.ports import InboundMessage
 from integrations.twilio import (
@@ -38,6 +33,7 @@ from integrations.twilio import (
     split_body,
     twiml_reply,
 )
+from tests.fakes.twilio_server import FakeTwilio
 
 # shared/ stands beside the project root, in CI too (DESIGN.md, "How it is tested").
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "twilio"
@@ -547,84 +543,14 @@ def test_twiml_reply_drops_characters_xml_forbids() -> None:
 
 ACCOUNT_SID = "AC1a03647d811fab342c0ad608e382fab2"
 AUTH_TOKEN = "fake-auth-token"
-MESSAGES_PATH = re.compile(r"/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages\.json")
-
-
-class FakeTwilio:
-    """A tiny stand-in for ``api.twilio.com``'s Messages resource."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        request = Request(environ)
-        match = MESSAGES_PATH.fullmatch(request.path)
-        if request.method != "POST" or match is None:
-            return self._json({"code": 20404, "message": "Not Found", "status": 404}, 404)(
-                environ, start_response
-            )
-        expected = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
-        if request.headers.get("Authorization") != expected:
-            error = {"code": 20003, "message": "Authenticate", "status": 401}
-            return self._json(error, 401)(environ, start_response)
-        form = request.form.to_dict()
-        self.requests.append({"path": request.path, "form": form})
-        body = form.get("Body", "")
-        if len(body) > 1600:
-            error = {
-                "code": 21617,
-                "message": "The concatenated message body exceeds the 1600 character limit.",
-                "more_info": "https://www.twilio.com/docs/errors/21617",
-                "status": 400,
-            }
-            return self._json(error, 400)(environ, start_response)
-        sid = "SM" + secrets.token_hex(16)
-        account = match.group(1)
-        message = {
-            "account_sid": account,
-            "api_version": "2010-04-01",
-            "body": body,
-            "date_created": "Thu, 24 Aug 2023 05:01:45 +0000",
-            "date_sent": None,
-            "date_updated": "Thu, 24 Aug 2023 05:01:45 +0000",
-            "direction": "outbound-api",
-            "error_code": None,
-            "error_message": None,
-            "from": form.get("From"),
-            "messaging_service_sid": None,
-            "num_media": "0",
-            "num_segments": "1",
-            "price": None,
-            "price_unit": "USD",
-            "sid": sid,
-            "status": "queued",
-            "subresource_uris": {
-                "media": f"/2010-04-01/Accounts/{account}/Messages/{sid}/Media.json"
-            },
-            "to": form.get("To"),
-            "uri": f"/2010-04-01/Accounts/{account}/Messages/{sid}.json",
-        }
-        return self._json(message, 201)(environ, start_response)
-
-    @staticmethod
-    def _json(data: dict[str, Any], status: int) -> Response:
-        return Response(json.dumps(data), status=status, mimetype="application/json")
 
 
 @pytest.fixture
 def fake_twilio(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeTwilio, str]]:
     for name in ("NO_PROXY", "no_proxy"):
         monkeypatch.setenv(name, "127.0.0.1,localhost")
-    app = FakeTwilio()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield app, f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as app:
+        yield app, app.base_url
 
 
 @pytest.fixture

@@ -464,15 +464,7 @@ def test_cli_on_one_shipped_file_exits_0(cli):
 
 
 def test_a_step_written_twice_is_reported_not_silently_dropped():
-    text = (
-        "id: twice\n"
-        "start: a\n"
-        "steps:\n"
-        "  a:\n"
-        "    say: one\n"
-        "  a:\n"
-        "    say: two\n"
-    )
+    text = "id: twice\nstart: a\nsteps:\n  a:\n    say: one\n  a:\n    say: two\n"
     flow, problems = parse_flow(text, "twice.yaml")
 
     assert flow is None

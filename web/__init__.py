@@ -8,7 +8,11 @@ from flask import Flask
 def register_blueprints(app: Flask) -> None:
     """Register every blueprint of Parley with the app."""
     from web.home import bp as home
+    from web.stripe import bp as stripe
+    from web.studio import bp as studio
     from web.twilio import bp as twilio
 
     app.register_blueprint(home)
     app.register_blueprint(twilio)
+    app.register_blueprint(stripe)
+    app.register_blueprint(studio)

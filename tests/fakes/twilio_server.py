@@ -1,0 +1,118 @@
+"""A stand-in for ``api.twilio.com``'s Messages resource, on 127.0.0.1, for the real client.
+
+with FakeTwilio("AC...", "token") as twilio:
+    sender = TwilioSender("AC...", "token", api_base_url=twilio.base_url)
+    sender.send("whatsapp:+14155238886", "whatsapp:+15551234567", "Hi")
+    assert twilio.requests[0]["form"]["Body"] == "Hi"
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import threading
+from typing import Any, Self
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+MESSAGES_PATH = re.compile(r"/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages\.json")
+
+
+class FakeTwilio:
+    """Answers ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` as Twilio does.
+
+    Args:
+        account_sid: The account whose Basic auth it accepts.
+        auth_token: Its auth token.
+
+    Attributes:
+        requests: ``{"path", "form"}`` of each accepted message, in order.
+    """
+
+    def __init__(self, account_sid: str, auth_token: str) -> None:
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.requests: list[dict[str, Any]] = []
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (replaces ``https://api.twilio.com``)."""
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    @property
+    def bodies(self) -> list[str]:
+        """The ``Body`` of each message sent, in order."""
+        return [request["form"].get("Body", "") for request in self.requests]
+
+    def __enter__(self) -> Self:
+        self._server = make_server("127.0.0.1", 0, self, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        match = MESSAGES_PATH.fullmatch(request.path)
+        if request.method != "POST" or match is None:
+            return self._json({"code": 20404, "message": "Not Found", "status": 404}, 404)(
+                environ, start_response
+            )
+        expected = (
+            "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        )
+        if request.headers.get("Authorization") != expected:
+            error = {"code": 20003, "message": "Authenticate", "status": 401}
+            return self._json(error, 401)(environ, start_response)
+        form = request.form.to_dict()
+        self.requests.append({"path": request.path, "form": form})
+        body = form.get("Body", "")
+        if len(body) > 1600:
+            error = {
+                "code": 21617,
+                "message": "The concatenated message body exceeds the 1600 character limit.",
+                "more_info": "https://www.twilio.com/docs/errors/21617",
+                "status": 400,
+            }
+            return self._json(error, 400)(environ, start_response)
+        sid = "SM" + secrets.token_hex(16)
+        account = match.group(1)
+        message = {
+            "account_sid": account,
+            "api_version": "2010-04-01",
+            "body": body,
+            "date_created": "Thu, 24 Aug 2023 05:01:45 +0000",
+            "date_sent": None,
+            "date_updated": "Thu, 24 Aug 2023 05:01:45 +0000",
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": form.get("From"),
+            "messaging_service_sid": None,
+            "num_media": "0",
+            "num_segments": "1",
+            "price": None,
+            "price_unit": "USD",
+            "sid": sid,
+            "status": "queued",
+            "subresource_uris": {
+                "media": f"/2010-04-01/Accounts/{account}/Messages/{sid}/Media.json"
+            },
+            "to": form.get("To"),
+            "uri": f"/2010-04-01/Accounts/{account}/Messages/{sid}.json",
+        }
+        return self._json(message, 201)(environ, start_response)
+
+    @staticmethod
+    def _json(data: dict[str, Any], status: int) -> Response:
+        return Response(json.dumps(data), status=status, mimetype="application/json")
