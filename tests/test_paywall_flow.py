@@ -120,3 +120,18 @@ def test_the_billing_keyword_answers_with_the_portal_or_says_there_is_none(app, 
     assert messages_of(response.data) == ["You don't have a subscription with us yet."]
     with app.app_context():
         assert db.session.scalar(sa.select(sa.func.count()).select_from(Execution)) == 0
+
+
+def test_switching_the_paywall_on_at_runtime_applies_to_the_next_turn(app, twilio):
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["paywall", "off", "--by", "admin@example.org"]).exit_code == 0
+    assert messages_of(twilio.say("hello", sender=SENDER, ProfileName="Ana").data) == [
+        GREETING,
+        QUESTION,
+    ]
+
+    result = runner.invoke(args=["paywall", "on", "--by", "admin@example.org"])
+    assert result.exit_code == 0, result.output
+    locked = twilio.say("sleep", sender=SENDER, ProfileName="Ana")
+
+    assert messages_of(locked.data) == [f"To carry on, please subscribe here: {LINK}"]
