@@ -19,7 +19,7 @@ install-dev: $(BIN)/python
 # Installs, creates or upgrades the database (SQLite under instance/ unless
 # DATABASE_URL is set) and serves Parley on http://127.0.0.1:5000.
 run: install
-	$(BIN)/flask --app app db upgrade
+	$(BIN)/flask --app app db upgrade heads
 	$(BIN)/flask --app app run --host 127.0.0.1 --port $${PORT:-5000}
 
 # Lint, then the whole suite on SQLite and, when PostgreSQL answers on

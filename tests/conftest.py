@@ -102,7 +102,7 @@ def _migrate(url: str) -> None:
     """Run the Alembic migrations, as ``flask db upgrade`` does."""
     app = create_app({"TESTING": True, "DATABASE_URL": url})
     with app.app_context():
-        upgrade(directory=str(ROOT / "migrations"))
+        upgrade(directory=str(ROOT / "migrations"), revision="heads")
         db.engine.dispose()
 
 
