@@ -153,7 +153,75 @@ class Runner:
             result.execution = execution
             result.started = True
         assert flow is not None
-        context = StepContext(
+        context = self._context(flow, execution, contact, inbound, history, result, entitlements)
+        try:
+            resume = not result.started
+            if flow.entitlement:
+                gate = self._gate(flow, context)
+                if gate is None:
+                    return result
+                resume = resume and gate
+            self._run(flow, context, result, resume=resume)
+        except (StepError, TemplateFailure) as error:
+            self._fail(flow, context, result, _as_step_error(error, context.step_id))
+        return result
+
+    def fire_timeout(
+        self,
+        execution: ExecutionState,
+        contact: Contact,
+        history: Callable[[int], list[HistoryMessage]],
+        entitlements: Entitlements | None = None,
+    ) -> TurnResult:
+        """Move a waiting execution on along its step's ``timeout`` (a timer fired).
+
+        Args:
+            execution: An execution waiting at a step with a ``timeout``, whose
+                ``wait_deadline`` has passed (the caller selects those).
+            contact: Who it is for.
+            history: ``history(n)``: the last n messages.
+            entitlements: Who may pass paywalls; everyone when None.
+
+        Returns:
+            The turn: the execution moved to ``timeout.next`` and run from there
+            until it waits or ends. Nothing happens (no replies, no steps) when
+            the execution is not waiting, its flow or step is gone, or the step
+            has no timeout.
+        """
+        result = TurnResult(execution=execution)
+        flow = self.flows.get(execution.flow_id)
+        step = flow.steps.get(execution.current_step) if flow else None
+        timeout = getattr(step, "timeout", None)
+        if execution.status != "waiting" or flow is None or timeout is None:
+            return result
+        log.info(
+            "flow.step.timeout contact=%s flow=%s step=%s next=%s",
+            contact.id,
+            flow.id,
+            execution.current_step,
+            timeout.next,
+        )
+        execution.current_step = timeout.next
+        execution.step_state = {}
+        execution.wait_deadline = None
+        context = self._context(flow, execution, contact, None, history, result, entitlements)
+        try:
+            self._run(flow, context, result, resume=False)
+        except (StepError, TemplateFailure) as error:
+            self._fail(flow, context, result, _as_step_error(error, context.step_id))
+        return result
+
+    def _context(
+        self,
+        flow: Flow,
+        execution: ExecutionState,
+        contact: Contact,
+        inbound: InboundMessage | None,
+        history: Callable[[int], list[HistoryMessage]],
+        result: TurnResult,
+        entitlements: Entitlements | None,
+    ) -> StepContext:
+        return StepContext(
             flow=flow,
             step_id=execution.current_step,
             execution=execution,
@@ -167,22 +235,6 @@ class Runner:
             replies=result.replies,
             entitlements=entitlements or AlwaysEntitled(),
         )
-        try:
-            resume = not result.started
-            if flow.entitlement:
-                gate = self._gate(flow, context)
-                if gate is None:
-                    return result
-                resume = resume and gate
-            self._run(flow, context, result, resume=resume)
-        except (StepError, TemplateFailure) as error:
-            failure = (
-                error
-                if isinstance(error, StepError)
-                else StepError(context.step_id, f"template failed: {error}")
-            )
-            self._fail(flow, context, result, failure)
-        return result
 
     def _gate(self, flow: Flow, context: StepContext) -> bool | None:
         """The flow-level paywall, checked every turn while the paywall is on.
@@ -270,3 +322,9 @@ class Runner:
         except TemplateFailure:
             text = DEFAULT_FALLBACK
         result.replies.append(Reply(text=text, step_id=error.step_id, author="system"))
+
+
+def _as_step_error(error: StepError | TemplateFailure, step_id: str) -> StepError:
+    if isinstance(error, StepError):
+        return error
+    return StepError(step_id, f"template failed: {error}")

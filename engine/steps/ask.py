@@ -29,7 +29,7 @@ from engine.steps.base import (
     StepError,
     StepResult,
     TemplateUse,
-    Wait,
+    Timeout,
 )
 
 
@@ -61,12 +61,14 @@ class AskStep(StepBase):
     """The variable that keeps the answer (``vars.<save_as>``)."""
     retry: Retry = Retry()
     """Re-prompting on an answer that does not fit."""
+    timeout: Timeout | None = None
+    """Stop waiting after a while: ``{after: 24h, next: nudge}``."""
 
     def enter(self, context: StepContext) -> StepResult:
         """Send the question and wait."""
         context.state["retries"] = 0
         context.say(context.render(self.ask))
-        return Wait()
+        return self.wait(context)
 
     def resume(self, context: StepContext) -> StepResult:
         """Check and store the answer, or ask again."""
@@ -87,7 +89,7 @@ class AskStep(StepBase):
             raise StepError(context.step_id, f"no valid answer after {self.retry.max} retries")
         context.state["retries"] = retries
         context.say(context.render(self.retry.say or self.ask))
-        return Wait()
+        return self.wait(context)
 
     def targets(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
         """``next`` and ``retry.next``."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from engine.ports import (
     LLM,
@@ -59,6 +60,50 @@ class Transition(BaseModel):
 
 
 Next = str | list[Transition] | None
+
+_DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+
+
+def parse_duration(value: object) -> dt.timedelta:
+    """``"30m"``, ``"24h"``, ``"2d"``, ``"1h30m"``, ``"45s"`` or seconds → a timedelta.
+
+    Raises:
+        ValueError: anything else, or a duration of zero.
+    """
+    if isinstance(value, dt.timedelta):
+        duration = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        duration = dt.timedelta(seconds=value)
+    else:
+        match = _DURATION.match(str(value).strip().lower())
+        if not match or not any(match.groupdict().values()):
+            raise ValueError(f"{value!r} is not a duration like 30m, 24h, 2d or 1h30m")
+        parts = {key: int(number or 0) for key, number in match.groupdict().items()}
+        duration = dt.timedelta(
+            days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"]
+        )
+    if duration <= dt.timedelta(0):
+        raise ValueError("a duration must be longer than zero")
+    return duration
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
+
+
+class Timeout(BaseModel):
+    """Stop waiting for the contact after a while (Studio's "stop gathering after").
+
+    ``timeout: {after: 24h, next: nudge}``: when the contact has not answered
+    within ``after``, the execution moves on to ``next``. Timers fire from the
+    database (``flask engine tick``), so a restart loses none.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: Duration
+    """How long to wait: ``30s``, ``30m``, ``24h``, ``2d``, ``1h30m``."""
+    next: str
+    """The step to go to when the time is up."""
 
 
 class StepError(Exception):
@@ -200,6 +245,13 @@ class StepBase(BaseModel):
         """Run the step when the execution arrives at it."""
         raise NotImplementedError
 
+    def wait(self, context: StepContext) -> Wait:
+        """Wait for the contact, until the step's ``timeout`` (if it has one) is up."""
+        timeout: Timeout | None = getattr(self, "timeout", None)
+        if timeout is None:
+            return Wait()
+        return Wait(deadline=context.clock.now() + timeout.after)
+
     def resume(self, context: StepContext) -> StepResult:
         """Run the step with the contact's answer, after it waited."""
         raise StepError(context.step_id, f"a {self.kind} step does not wait for the contact")
@@ -211,6 +263,9 @@ class StepBase(BaseModel):
         elif isinstance(self.next, list):
             for index, transition in enumerate(self.next):
                 yield ("next", index), transition.target
+        timeout: Timeout | None = getattr(self, "timeout", None)
+        if timeout is not None:
+            yield ("timeout", "next"), timeout.next
 
     def template_uses(self) -> Iterator[TemplateUse]:
         """Every template the step holds (for validation)."""

@@ -37,7 +37,7 @@ from engine.steps.base import (
     StepError,
     StepResult,
     TemplateUse,
-    Wait,
+    Timeout,
 )
 
 OutputType = Literal["str", "int", "float", "bool", "list[str]"]
@@ -85,6 +85,8 @@ class LLMStep(StepBase):
     """The model call."""
     save_as: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """The variable that keeps the output (or the text, without ``output``)."""
+    timeout: Timeout | None = None
+    """While conversing, stop waiting after a while: ``{after: 24h, next: park}``."""
 
     def enter(self, context: StepContext) -> StepResult:
         """The first turn of the step."""
@@ -154,7 +156,7 @@ class LLMStep(StepBase):
         if context.templates.condition(self.llm.until, context.template_context(output=output)):
             return Continue()
         context.state["turns"] = turns
-        return Wait()
+        return self.wait(context)
 
     def _messages(self, context: StepContext, values: dict[str, Any]) -> list[dict[str, str]]:
         messages: list[dict[str, str]] = []
