@@ -24,13 +24,17 @@ from engine.ports import SystemClock
 from engine.runner import Runner
 from engine.templating import Templates
 from engine.validate import load_flows
+from integrations.http import HttpxHTTP, allowed_env, env_names
 from integrations.openai import llm_from_config
 from integrations.twilio import split_body
 from models import db, init_db
 from services.billing import Billing, SqlEntitlements, validate_billing_config
+from services.erasure import delete_my_data
+from services.flow_runtime import init_runtime
 from services.outbound import send_stored, sender_from_config
 from services.responders import billing_keyword
 from services.turns import Turns
+from tasks import init_celery
 
 
 @dataclass
@@ -73,7 +77,9 @@ class Parley:
             self.runner,
             split_body,
             entitlements=SqlEntitlements(billing),
-            responders=[billing_keyword(billing)],
+            responders=current_app.extensions["parley_runtime"].responders(
+                self, [billing_keyword(billing), delete_my_data(db.session, current_app.config)]
+            ),
         )
 
 
@@ -106,10 +112,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.setdefault("MIGRATIONS_DIR", ROOT / "migrations")
     app.config["SECRET_KEY"] = settings.get("SECRET_KEY") or secrets.token_hex(32)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    if settings.get("DATABASE_POOL_SIZE"):  # a turn holds a connection: >= worker threads
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_size"] = int(settings["DATABASE_POOL_SIZE"])
     _configure_logging(app)
 
     init_db(app)
     app.extensions["parley"] = _load_parley(app)
+    init_celery(app)  # only with REDIS_URL: turns are then queued (tasks/)
+    init_runtime(app, app.extensions["parley"], strict=not _running_flows_command())
 
     from web import register_blueprints
 
@@ -121,7 +131,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _load_parley(app: Flask) -> Parley:
-    templates = Templates(Path(app.config["PROMPTS_DIR"]))
+    allowlist = app.config.get("HTTP_ENV_ALLOWLIST")
+    templates = Templates(Path(app.config["PROMPTS_DIR"]), env_names=env_names(allowlist))
     llm = llm_from_config(app.config)
     flow_error = None
     try:
@@ -138,6 +149,8 @@ def _load_parley(app: Flask) -> Parley:
         llm=llm,
         clock=SystemClock(),
         default_model=app.config["OPENAI_MODEL"],
+        http=HttpxHTTP(),
+        env=allowed_env(allowlist, os.environ),  # only the names the operator allowed
     )
     return Parley(flows=flows, runner=runner, flow_error=flow_error)
 

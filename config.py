@@ -39,6 +39,23 @@ DEFAULTS: dict[str, Any] = {
     "STRIPE_API_BASE": None,
     "BILLING_KEYWORD": "billing",
     "STUDIO_TOKEN": None,
+    # Environment variables `http` steps may read as {{ env.NAME }} (names, comma-separated).
+    "HTTP_ENV_ALLOWLIST": None,
+    # Admin console and APIs (web/admin/, web/api/).
+    "INTERNAL_API_TOKEN": None,
+    "PUBLIC_API_CORS_ORIGINS": None,
+    "PUBLIC_AGENT_NAME": "Parley coach",
+    "REDACTION_REGION": "US",
+    "DELETE_KEYWORD": "delete my data",
+    # Delivery at scale (services/delivery.py, tasks/).
+    "REDIS_URL": None,
+    "DATABASE_POOL_SIZE": None,
+    "CELERY_VISIBILITY_TIMEOUT": "300",
+    "TWILIO_SEND_DEADLINE": "30",
+    "TWILIO_RETRY_BACKOFF": "0.5",
+    "SWEEP_GRACE_SECONDS": "60",
+    "SWEEP_INTERVAL_SECONDS": "30",
+    "TURN_DEBOUNCE_MS": "0",
 }
 
 #: Settings whose values must never be printed.
@@ -51,6 +68,8 @@ SECRETS = frozenset(
         "STRIPE_SECRET_KEY",
         "STRIPE_WEBHOOK_SECRET",
         "STUDIO_TOKEN",
+        "INTERNAL_API_TOKEN",
+        "REDIS_URL",
     }
 )
 

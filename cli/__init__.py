@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,9 +16,8 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError
 
 from config import ConfigError
-from engine.flow import load_flow_files, parse_flow
 from engine.templating import Templates
-from engine.validate import validate_flows
+from integrations.http import env_names
 from integrations.twilio import parse_address
 from models import db
 from services.billing import Billing, missing_stripe_settings
@@ -31,25 +29,18 @@ flows_cli = AppGroup("flows", help="Check the flows in FLOWS_DIR (or a given pat
 @flows_cli.command("validate")
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
 def validate_command(path: Path | None) -> None:
-    """Check shape and graph of flows; print every problem as file:line; exit 1 on any.
+    """Check shape and graph of flows; print every problem as file:line; exit 1 on an error.
 
     PATH is a flow file or a folder of them (default: FLOWS_DIR).
     """
-    templates = Templates(Path(current_app.config["PROMPTS_DIR"]))
+    from cli.flows_design import report_problems, validate_path
+
+    templates = Templates(
+        Path(current_app.config["PROMPTS_DIR"]),
+        env_names=env_names(current_app.config.get("HTTP_ENV_ALLOWLIST")),
+    )
     target = path or Path(current_app.config["FLOWS_DIR"])
-    if target.is_dir():
-        flows, problems = load_flow_files(target)
-    else:
-        flow, problems = parse_flow(target.read_text(encoding="utf-8"), str(target))
-        flows = [flow] if flow else []
-    problems = problems + validate_flows(flows, templates)
-    for problem in problems:
-        click.echo(str(problem))
-    if problems:
-        click.echo(f"{len(problems)} problem(s) found.", err=True)
-        sys.exit(1)
-    names = ", ".join(flow.id for flow in flows)
-    click.echo(f"OK: {len(flows)} flow(s) valid ({names}).")
+    report_problems(*validate_path(target, templates))
 
 
 @click.command("chat")
@@ -186,6 +177,21 @@ def paywall_status() -> None:
 
 def register_commands(app: Flask) -> None:
     """Add Parley's commands to ``flask``."""
+    from cli.flows_design import graph_command, schema_command, test_command
+
+    for command in (schema_command, graph_command, test_command):
+        flows_cli.add_command(command)
+    from cli.runtime import engine_cli, status_command
+
+    flows_cli.add_command(status_command)
+    app.cli.add_command(engine_cli)
+    from cli.delivery import delivery_cli
+
+    app.cli.add_command(delivery_cli)
     app.cli.add_command(flows_cli)
     app.cli.add_command(chat_command)
     app.cli.add_command(paywall_cli)
+    from cli.admin import transcripts_cli, users_cli
+
+    app.cli.add_command(users_cli)
+    app.cli.add_command(transcripts_cli)

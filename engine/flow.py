@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from engine.ports import ExecutionState, FlowArchive
 from engine.steps import Step, step_kind
 from engine.steps.ask import fold
 from engine.steps.paywall import PaywallTexts
@@ -67,6 +68,22 @@ class Flow(BaseModel):
     """The first step."""
     steps: dict[str, Step] = Field(min_length=1)
     """The steps by id."""
+    on_change: Literal["keep", "restart", "move"] = "keep"
+    """What happens to executions of an older version when this file changes:
+    ``keep`` (they finish on the version they started), ``restart`` (they end
+    and this version starts at the contact's next message) or ``move`` (they go
+    on in this version at the same step id, or the one ``step_map`` names)."""
+    step_map: dict[str, str] = {}
+    """``{old_step: new_step}`` for steps renamed since the last version; implies
+    ``on_change: move``."""
+
+    @model_validator(mode="after")
+    def _step_map_moves(self) -> Flow:
+        if self.step_map and self.on_change == "restart":
+            raise ValueError("step_map moves executions: it cannot go with on_change: restart")
+        if self.step_map:
+            self.on_change = "move"
+        return self
 
     _source: str = PrivateAttr(default="<flow>")
     _lines: dict[Location, int] = PrivateAttr(default_factory=dict)
@@ -102,6 +119,7 @@ class FlowProblem:
         hint: How to fix it, in one line (may be empty).
         flow_id: The flow, when known.
         step_id: The step, when the problem is in one.
+        warning: A likely mistake that does not stop the flow from loading.
     """
 
     source: str
@@ -110,11 +128,13 @@ class FlowProblem:
     hint: str = ""
     flow_id: str | None = None
     step_id: str | None = None
+    warning: bool = False
 
     def __str__(self) -> str:
         where = f" step {self.step_id!r}:" if self.step_id else ""
         hint = f" (hint: {self.hint})" if self.hint else ""
-        return f"{self.source}:{self.line}:{where} {self.message}{hint}"
+        severity = " warning:" if self.warning else ""
+        return f"{self.source}:{self.line}:{where}{severity} {self.message}{hint}"
 
 
 class FlowError(Exception):
@@ -244,6 +264,17 @@ def parse_flow(text: str, source: str) -> tuple[Flow | None, list[FlowProblem]]:
                 )
             )
         return None, problems
+    problems.extend(
+        FlowProblem(
+            source,
+            _line(lines, ("step_map", old_step)),
+            f"step_map: {old_step!r} moves to unknown step {new_step!r}",
+            hint=f"one of: {', '.join(sorted(flow.steps))}",
+            flow_id=flow.id,
+        )
+        for old_step, new_step in flow.step_map.items()
+        if new_step not in flow.steps
+    )
     if problems:
         return None, problems
     flow._source = source
@@ -268,10 +299,57 @@ class FlowSet:
     """
 
     flows: dict[str, Flow] = field(default_factory=dict)
+    archive: FlowArchive | None = None
+    """Earlier versions of flows, for executions that started on one (None: none kept)."""
+    _versions: dict[tuple[str, str], Flow | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def get(self, flow_id: str) -> Flow | None:
         """The flow with this id, or None."""
         return self.flows.get(flow_id)
+
+    def version(self, flow_id: str, version: str) -> Flow | None:
+        """The flow as it was at `version` (parsed from the archive once, then cached)."""
+        current = self.flows.get(flow_id)
+        if current is not None and current.version == version:
+            return current
+        key = (flow_id, version)
+        if key not in self._versions:
+            text = self.archive.flow_text(flow_id, version) if self.archive else None
+            flow = parse_flow(text, f"{flow_id}@{version}")[0] if text is not None else None
+            self._versions[key] = flow if flow is not None and flow.id == flow_id else None
+        return self._versions[key]
+
+    def resolve(self, execution: ExecutionState) -> tuple[Flow | None, bool]:
+        """The definition an execution runs on, after its flow file changed or not.
+
+        An execution stays on the version it started with (``on_change: keep``),
+        unless the current version says ``on_change: move`` (or has a
+        ``step_map``) and has the execution's step, mapped: the execution is then
+        moved to the current version, at that step, in place.
+
+        Returns:
+            The flow (None when neither the current file nor the archive has
+            it), and whether the execution must restart on the current version
+            (``on_change: restart``).
+        """
+        current = self.flows.get(execution.flow_id)
+        if current is None or execution.flow_version in ("", current.version):
+            return current or self.version(execution.flow_id, execution.flow_version), False
+        if current.on_change == "restart":
+            return current, True
+        if current.on_change == "move":
+            target = current.step_map.get(execution.current_step, execution.current_step)
+            old = self.version(execution.flow_id, execution.flow_version)
+            if target in current.steps:
+                old_step = old.steps.get(execution.current_step) if old else None
+                if old_step is None or old_step.kind != current.steps[target].kind:
+                    execution.step_state = {}
+                execution.flow_version = current.version
+                execution.current_step = target
+                return current, False
+        return self.version(execution.flow_id, execution.flow_version), False
 
     @property
     def default(self) -> Flow | None:
@@ -296,6 +374,8 @@ def load_flow_files(flows_dir: Path) -> tuple[list[Flow], list[FlowProblem]]:
     flows: list[Flow] = []
     problems: list[FlowProblem] = []
     paths = sorted([*flows_dir.glob("*.yaml"), *flows_dir.glob("*.yml")])
+    # `_settings.yaml` (responders) and other `_*` files are not flows.
+    paths = [path for path in paths if not path.name.startswith("_")]
     if not paths:
         problems.append(FlowProblem(str(flows_dir), 1, "no flow files (*.yaml) in this folder"))
     for path in paths:

@@ -44,16 +44,37 @@ class InboundMessage:
         channel: ``whatsapp`` or ``sms``.
         message_sid: Twilio's ``MessageSid`` (34 characters), or a local id.
         media: URLs of attached media (Twilio's ``MediaUrl{N}``).
+        media_types: Their content types (``MediaContentType{N}``), same order.
+        button: A WhatsApp quick-reply button the contact tapped:
+            ``{"payload": ButtonPayload, "text": ButtonText}``, or None.
+        location: A shared WhatsApp location: ``{"latitude": float,
+            "longitude": float, "address": str | None, "label": str | None}``,
+            or None.
     """
 
     text: str
     channel: Channel = "sms"
     message_sid: str = ""
     media: tuple[str, ...] = ()
+    media_types: tuple[str, ...] = ()
+    button: dict[str, str] | None = None
+    location: dict[str, Any] | None = None
 
     def as_context(self) -> dict[str, Any]:
-        """The ``input`` variable of templates: ``{text, channel, media}``."""
-        return {"text": self.text, "channel": self.channel, "media": list(self.media)}
+        """The ``input`` variable of templates.
+
+        Returns:
+            ``{text, channel, media, media_types, button, location}``: ``media``
+            is the list of URLs, ``button`` and ``location`` None when absent.
+        """
+        return {
+            "text": self.text,
+            "channel": self.channel,
+            "media": list(self.media),
+            "media_types": list(self.media_types),
+            "button": dict(self.button) if self.button else None,
+            "location": dict(self.location) if self.location else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -212,12 +233,23 @@ class Reply:
         step_id: The step that produced it, or None (a fallback outside any step).
         usage: Model, tokens and latency when an LLM wrote it.
         author: ``bot`` or ``system``.
+        template: A WhatsApp template to send instead outside the 24-hour
+            window: ``{"content_sid": "HX...", "content_variables": {"1": ...}}``
+            (Twilio Content API), or None.
+        media_url: An image or document to send with the text (TwiML
+            ``<Media>``, REST ``MediaUrl``), or None.
+        delay_seconds: Wait this long before sending it (a ``say`` step's
+            ``delay``). Inline TwiML cannot wait: a sender that answers in the
+            webhook's response sends it at once; a REST sender honours it.
     """
 
     text: str
     step_id: str | None = None
     usage: LLMUsage | None = None
     author: str = "bot"
+    template: dict[str, Any] | None = None
+    media_url: str | None = None
+    delay_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -263,3 +295,74 @@ class AlwaysEntitled:
     def check(self, contact: Contact, entitlement: str) -> EntitlementCheck:
         """Always entitled."""
         return EntitlementCheck(entitled=True, status="active")
+
+
+class FlowArchive(Protocol):
+    """Earlier versions of flow files, so an execution can finish on the one it started."""
+
+    def flow_text(self, flow_id: str, version: str) -> str | None:
+        """The YAML of flow `flow_id` at `version` (its content hash), or None if unknown."""
+        ...
+
+
+@dataclass(frozen=True)
+class HTTPResponse:
+    """What an outside HTTP API answered (an ``http`` step's request).
+
+    Attributes:
+        status: The HTTP status code, e.g. 200.
+        json: The body parsed as JSON, or None when it is not JSON.
+        text: The body as text (decoded as the response says, else UTF-8).
+    """
+
+    status: int
+    json: Any
+    text: str
+
+
+class HTTPError(Exception):
+    """An HTTP request got no answer: timeout, connection refused, bad URL, no client."""
+
+
+class HTTP(Protocol):
+    """Makes the requests of ``http`` steps (Studio's Make HTTP Request)."""
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        json: Any = None,
+        form: dict[str, str] | None = None,
+        timeout: float,
+    ) -> HTTPResponse:
+        """Send one request and read the whole answer.
+
+        Args:
+            method: ``GET``, ``POST``, ``PUT``, ``PATCH`` or ``DELETE``.
+            url: An absolute http(s) URL.
+            headers: Request headers.
+            json: A JSON body (sent as ``application/json``), or None.
+            form: A form body (``application/x-www-form-urlencoded``), or None.
+            timeout: Seconds for the whole request.
+
+        Returns:
+            The answer, whatever its status (a 500 is an answer, not an error).
+
+        Raises:
+            HTTPError: no answer (timeout, connection error, invalid URL).
+        """
+        ...
+
+
+class NoHTTP:
+    """The HTTP port when none is configured: every request fails, saying so."""
+
+    def request(self, method: str, url: str, **_: Any) -> HTTPResponse:
+        """Always fails.
+
+        Raises:
+            HTTPError: always: no HTTP client was given to the runner.
+        """
+        raise HTTPError("no HTTP client is configured (Runner.http)")

@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from engine import calls
 from engine.flow import DEFAULT_FALLBACK, Flow, FlowSet
 from engine.ports import (
+    HTTP,
     LLM,
     AlwaysEntitled,
     Clock,
@@ -24,9 +26,11 @@ from engine.ports import (
     ExecutionState,
     HistoryMessage,
     InboundMessage,
+    NoHTTP,
     Reply,
 )
-from engine.steps.base import Continue, End, StepContext, StepError, Wait, resolve_next
+from engine.steps.base import Continue, Jump, StepContext, StepError, Wait, resolve_next
+from engine.steps.call import MAX_DEPTH
 from engine.steps.paywall import ask_to_pay, check_entitlement
 from engine.templating import TemplateFailure, Templates
 
@@ -85,6 +89,9 @@ class Runner:
         clock: The time source.
         default_model: Model for ``llm`` steps that name none (``OPENAI_MODEL``).
         max_steps: The per-turn step budget.
+        http: Makes ``http`` steps' requests (fails clearly when not given).
+        env: The environment variables ``http`` steps may read (the operator's
+            ``HTTP_ENV_ALLOWLIST``, name → value).
     """
 
     flows: FlowSet
@@ -93,6 +100,8 @@ class Runner:
     clock: Clock
     default_model: str = "gpt-4o-mini"
     max_steps: int = MAX_STEPS_PER_TURN
+    http: HTTP = field(default_factory=NoHTTP)
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def run_turn(
         self,
@@ -123,7 +132,13 @@ class Runner:
         if execution is not None and flow_id is not None and execution.flow_id != flow_id:
             execution.status = "ended"
             execution = None
-        flow = self.flows.get(execution.flow_id) if execution else None
+        flow, restart = self.flows.resolve(execution) if execution else (None, False)
+        if execution is not None and flow is not None and restart:
+            # The flow changed and says `on_change: restart`: its new version
+            # starts afresh at this message.
+            log.info("flow.version.restart contact=%s flow=%s", contact.id, flow.id)
+            execution.status = "ended"
+            execution, flow_id = None, flow_id or flow.id
         if execution is not None and (flow is None or execution.current_step not in flow.steps):
             log.warning(
                 "flow.execution.orphaned contact=%s flow=%s step=%s",
@@ -189,7 +204,9 @@ class Runner:
             has no timeout.
         """
         result = TurnResult(execution=execution)
-        flow = self.flows.get(execution.flow_id)
+        flow, restart = self.flows.resolve(execution)
+        if restart:
+            flow = None  # it restarts at the contact's next message
         step = flow.steps.get(execution.current_step) if flow else None
         timeout = getattr(step, "timeout", None)
         if execution.status != "waiting" or flow is None or timeout is None:
@@ -234,6 +251,8 @@ class Runner:
             default_model=self.default_model,
             replies=result.replies,
             entitlements=entitlements or AlwaysEntitled(),
+            http=self.http,
+            env=self.env,
         )
 
     def _gate(self, flow: Flow, context: StepContext) -> bool | None:
@@ -280,23 +299,97 @@ class Runner:
                 (time.perf_counter() - started) * 1000,
             )
             resume = False
+            if isinstance(outcome, Jump):
+                flow = self._jump(context, result, outcome)
+                execution = context.execution
+                continue
             if isinstance(outcome, Wait):
                 execution.status = "waiting"
                 execution.wait_deadline = outcome.deadline
                 return
-            if isinstance(outcome, End):
-                execution.status = "ended"
-                return
-            assert isinstance(outcome, Continue)
-            target = outcome.target
-            if target is None:
-                target = resolve_next(step.next, context)
-            if target is None:
-                execution.status = "ended"
-                return
+            target = None
+            if isinstance(outcome, Continue):
+                target = outcome.target or resolve_next(step.next, context)
+            while target is None:  # the flow ends here: back to a caller, if any
+                back = self._return(context)
+                if back is None:
+                    execution.status = "ended"
+                    return
+                flow, target = back
             execution.current_step = target
             execution.step_state = {}
             execution.wait_deadline = None
+
+    def _jump(self, context: StepContext, result: TurnResult, jump: Jump) -> Flow:
+        """Enter a subflow (``call``) or hand over to another flow (``goto``).
+
+        Returns:
+            The flow now running; `context` now holds its execution (a new one
+            for ``goto``, which ends the old one).
+
+        Raises:
+            StepError: no such flow (validation reports this before a flow
+                runs), or subflows nested too deep.
+        """
+        target = self.flows.get(jump.flow_id)
+        if target is None:
+            raise StepError(context.step_id, f"no flow {jump.flow_id!r} is loaded")
+        variables = {**target.variables, **jump.variables}
+        execution = context.execution
+        if jump.returns:
+            calls.push(
+                execution,
+                context.step_id,
+                target.id,
+                target.version,
+                target.start,
+                variables,
+                MAX_DEPTH,
+            )
+        else:
+            execution.status = "ended"
+            execution = ExecutionState(
+                flow_id=target.id,
+                flow_version=target.version,
+                current_step=target.start,
+                status="active",
+                variables=variables,
+            )
+            context.execution = execution
+            result.execution = execution
+            result.started = True
+        log.info(
+            "flow.%s contact=%s flow=%s step=%s",
+            "call" if jump.returns else "goto",
+            context.contact.id,
+            target.id,
+            target.start,
+        )
+        context.flow = target
+        return target
+
+    def _return(self, context: StepContext) -> tuple[Flow, str | None] | None:
+        """A subflow ended: back in the calling flow, where does it go on?
+
+        Returns:
+            None when no flow called this one; else the calling flow and the
+            step after the calling step (None when the caller ends there too).
+        """
+        execution = context.execution
+        back = calls.pop(execution)
+        if back is None:
+            return None
+        caller_step, value = back
+        resolve = getattr(self.flows, "resolve", None)
+        flow = resolve(execution)[0] if resolve else self.flows.get(execution.flow_id)
+        if flow is None or caller_step not in flow.steps:
+            raise StepError(caller_step, f"the calling flow {execution.flow_id!r} is gone")
+        context.flow = flow
+        context.step_id = caller_step
+        step = flow.steps[caller_step]
+        outcome = step.returned(context, value)  # type: ignore[union-attr]
+        assert isinstance(outcome, Continue)
+        return flow, outcome.target or resolve_next(step.next, context)
 
     def _fail(self, flow: Flow, context: StepContext, result: TurnResult, error: StepError) -> None:
         """Answer with the fallback; keep the execution where a retry makes sense."""
@@ -318,7 +411,8 @@ class Runner:
         # the contact's next message; anything else would fail the same way.
         context.execution.status = "waiting" if error.retryable else "failed"
         try:
-            text = self.templates.render(flow.fallback, context.template_context())
+            # After a `call` or `goto`, the flow running is that one (context.flow).
+            text = self.templates.render(context.flow.fallback, context.template_context())
         except TemplateFailure:
             text = DEFAULT_FALLBACK
         result.replies.append(Reply(text=text, step_id=error.step_id, author="system"))

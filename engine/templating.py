@@ -17,6 +17,8 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from engine.operators import OPERATORS
+
 #: The names every template may use (DESIGN.md, "Flow YAML").
 CONTEXT_NAMES = frozenset({"contact", "vars", "input", "steps", "flow", "now"})
 
@@ -42,16 +44,23 @@ class Templates:
 
     Args:
         prompts_dir: The folder holding ``*.j2`` prompt files, or None.
+        env_names: The environment variables ``http`` steps may read as
+            ``{{ env.NAME }}`` (the operator's ``HTTP_ENV_ALLOWLIST``), for validation.
     """
 
-    def __init__(self, prompts_dir: Path | None = None) -> None:
+    def __init__(
+        self, prompts_dir: Path | None = None, env_names: frozenset[str] = frozenset()
+    ) -> None:
         self.prompts_dir = prompts_dir
+        self.env_names = env_names
         self.env = ImmutableSandboxedEnvironment(
             undefined=StrictUndefined,
             autoescape=False,
             keep_trailing_newline=False,
             loader=FileSystemLoader(str(prompts_dir)) if prompts_dir else None,
         )
+        # Studio's Split Based On operators: `vars.area is matches_any_of(['sleep'])`.
+        self.env.tests.update(OPERATORS)
 
     def render(self, source: str, context: Mapping[str, Any]) -> str:
         """Render a template string.

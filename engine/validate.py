@@ -3,21 +3,32 @@
 Shape problems come from parsing (`engine.flow.parse_flow`); this module adds
 what the shape cannot show: unknown ``next`` targets, unreachable steps,
 transition lists without ``else``, missing prompt files, template syntax
-errors and unknown variables, and problems across flows.
+errors and unknown variables, and problems across flows; `engine.checks`
+adds loops that never wait, parts of a flow that can never finish, variables
+read before every path sets them, and keys that are undefined when the
+templates and prompt files render on a sample context.
+
+Problems are errors unless marked `FlowProblem.warning`: a flow with warnings
+loads (they are logged), one with errors does not.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from jinja2 import meta, nodes
 
+from engine import checks
 from engine.flow import Flow, FlowError, FlowProblem, FlowSet, Location, load_flow_files
 from engine.steps.ask import fold
-from engine.steps.base import TemplateUse, Transition
+from engine.steps.base import StepBase, TemplateUse, Transition
 from engine.steps.branch import BranchStep
 from engine.templating import CONTEXT_NAMES, TemplateFailure, Templates
+
+log = logging.getLogger("parley.flows")
 
 
 class _Report:
@@ -27,7 +38,9 @@ class _Report:
         self.flow = flow
         self.problems: list[FlowProblem] = []
 
-    def add(self, location: Location, message: str, hint: str = "") -> None:
+    def add(
+        self, location: Location, message: str, hint: str = "", *, warning: bool = False
+    ) -> None:
         step_id = str(location[1]) if len(location) > 1 and location[0] == "steps" else None
         self.problems.append(
             FlowProblem(
@@ -37,6 +50,7 @@ class _Report:
                 hint,
                 flow_id=self.flow.id,
                 step_id=step_id,
+                warning=warning,
             )
         )
 
@@ -69,6 +83,8 @@ def validate_flow(flow: Flow, templates: Templates) -> list[FlowProblem]:
             field_name = "branch" if isinstance(step, BranchStep) else "next"
             _check_else(report, ("steps", step_id, field_name), transitions)
     _check_reachable(report, flow)
+    forever = _check_loops(report, flow)
+    _check_finishing(report, flow, forever)
     _check_templates(report, flow, templates)
     report.problems.sort(key=lambda problem: problem.line)
     return report.problems
@@ -106,16 +122,69 @@ def _check_reachable(report: _Report, flow: Flow) -> None:
             )
 
 
+def _check_loops(report: _Report, flow: Flow) -> set[str]:
+    """Report loops that never wait; returns the steps of those with no way out."""
+    forever: set[str] = set()
+    for group, leaves in checks.loops_without_wait(flow):
+        cycle = " → ".join([*group, group[0]])
+        if leaves:
+            report.add(
+                ("steps", group[0]),
+                f"{cycle} can loop without waiting for the contact; the turn fails after "
+                "the step budget if no condition leaves the loop",
+                f"make sure a condition leaves it, or put a step that waits "
+                f"({checks.WAITING_KINDS}) in the loop",
+                warning=True,
+            )
+        else:
+            forever.update(group)
+            report.add(
+                ("steps", group[0]),
+                f"{cycle} loops forever without waiting for the contact",
+                f"put a step that waits ({checks.WAITING_KINDS}) in the loop, or a way out",
+            )
+    return forever
+
+
+def _check_finishing(report: _Report, flow: Flow, forever: set[str]) -> None:
+    """Warn where contacts enter a part of the flow that can never end.
+
+    A warning, not an error: an endless conversation (a chat loop that only
+    the reset code or an agent ends) can be what the designer wants.
+    """
+    for step_id in checks.trapped_entries(flow):
+        if step_id in forever:
+            continue  # the loop is the mistake, reported already
+        if step_id == flow.start:
+            report.add(
+                ("start",),
+                "the flow can never finish: no path from `start` reaches an end",
+                "lead some path to an `end` step (or a step without `next`)",
+                warning=True,
+            )
+        else:
+            report.add(
+                ("steps", step_id),
+                "no path from here reaches an end: a contact who gets here never leaves the flow",
+                "lead some path from here to an `end` step (or a step without `next`)",
+                warning=True,
+            )
+
+
 def _check_templates(report: _Report, flow: Flow, templates: Templates) -> None:
     declared = set(flow.variables)
     for step in flow.steps.values():
         declared |= step.variables_set()
     checker = _NameChecker(report, flow, templates, declared)
+    before = checks.variables_on_every_path(flow)
     for step_id, step in flow.steps.items():
         for use in step.template_uses():
-            checker.check_string(("steps", step_id, *use.path), use)
+            available = before.get(step_id)
+            if available is not None and checks.sees_own_variables(step, use):
+                available = available | step.variables_set()
+            checker.check_string(("steps", step_id, *use.path), use, step, available)
         for location, name in step.prompt_files():
-            checker.check_prompt(("steps", step_id, *location), name)
+            checker.check_prompt(("steps", step_id, *location), name, before.get(step_id))
     checker.check_string(("fallback",), TemplateUse(("fallback",), flow.fallback))
     if flow.entitlement:
         for use in flow.paywall.uses(("paywall",)):
@@ -130,16 +199,42 @@ class _NameChecker:
         self.flow = flow
         self.templates = templates
         self.declared = declared
+        self.sample = checks.sample_context(flow)
 
-    def check_string(self, location: Location, use: TemplateUse) -> None:
+    def check_string(
+        self,
+        location: Location,
+        use: TemplateUse,
+        step: StepBase | None = None,
+        available: set[str] | None = None,
+    ) -> None:
+        """Syntax, names, data flow and a sample render of one flow string."""
         try:
             tree = self.templates.parse(use.source, bare=use.bare)
         except TemplateFailure as error:
             self.report.add(location, f"template syntax error: {error.reason}")
             return
-        self._check_names(location, tree, use.extra_names, where="")
+        if self._check_names(location, tree, use.extra_names, where="", available=available):
+            return
+        extra: dict[str, Any] = {name: checks.Sample(name) for name in use.extra_names}
+        if step is not None:
+            extra = checks.extra_samples(step, use.extra_names)
+        undefined = checks.undefined_in_render(
+            self.templates, {**self.sample, **extra}, source=use.source, bare=use.bare
+        )
+        if undefined:
+            self._undefined(location, undefined, where="")
 
-    def check_prompt(self, location: Location, name: str) -> None:
+    def _undefined(self, location: Location, undefined: str, where: str) -> None:
+        self.report.add(
+            location,
+            f"{where}fails on sample values: {undefined}",
+            "check the spelling of keys: contact has name, phone and channel; "
+            "vars hold `variables`, `save_as` values and `output` fields",
+        )
+
+    def check_prompt(self, location: Location, name: str, available: set[str] | None) -> None:
+        """A prompt file: exists, parses, names known, and renders on a sample context."""
         prompts_dir = self.templates.prompts_dir
         if prompts_dir is None or not (prompts_dir / name).is_file():
             self.report.add(
@@ -153,11 +248,23 @@ class _NameChecker:
         except TemplateFailure as error:
             self.report.add(location, f"prompt {name!r}: template syntax error: {error.reason}")
             return
-        self._check_names(location, tree, frozenset(), where=f"prompt {name!r} ")
+        where = f"prompt {name!r} "
+        if self._check_names(location, tree, frozenset(), where=where, available=available):
+            return
+        undefined = checks.undefined_in_render(self.templates, self.sample, prompt=name)
+        if undefined:
+            self._undefined(location, undefined, where=where)
 
     def _check_names(
-        self, location: Location, tree: nodes.Template, extra: frozenset[str], where: str
-    ) -> None:
+        self,
+        location: Location,
+        tree: nodes.Template,
+        extra: frozenset[str],
+        where: str,
+        available: set[str] | None = None,
+    ) -> bool:
+        """Report unknown names, unset ``vars`` and unknown ``steps``; True if any error."""
+        before = len(self.report.problems)
         allowed = CONTEXT_NAMES | extra | set(self.templates.env.globals)
         for name in sorted(meta.find_undeclared_variables(tree) - allowed):
             self.report.add(
@@ -166,7 +273,8 @@ class _NameChecker:
                 "templates see " + ", ".join(sorted(CONTEXT_NAMES | extra)),
             )
         guarded = _guarded_attributes(tree)
-        for attribute in sorted(set(_attributes_of(tree, "vars")) - self.declared - guarded):
+        used = set(_attributes_of(tree, "vars")) - guarded
+        for attribute in sorted(used - self.declared):
             self.report.add(
                 location,
                 f"{where}uses vars.{attribute}, which no step sets",
@@ -174,6 +282,25 @@ class _NameChecker:
             )
         for attribute in sorted(set(_attributes_of(tree, "steps")) - set(self.flow.steps)):
             self.report.add(location, f"{where}uses steps.{attribute}: no such step")
+        if "env" in extra:  # `http` steps: secrets only from the operator's allow-list
+            for attribute in sorted(set(_attributes_of(tree, "env")) - self.templates.env_names):
+                self.report.add(
+                    location,
+                    f"{where}uses env.{attribute}, which HTTP_ENV_ALLOWLIST does not list",
+                    "the operator adds it to HTTP_ENV_ALLOWLIST, or remove it",
+                )
+        errors = len(self.report.problems) > before
+        if available is not None:
+            for attribute in sorted((used & self.declared) - available):
+                self.report.add(
+                    location,
+                    f"{where}reads vars.{attribute}, but some path from `start` gets here "
+                    "without setting it",
+                    f"set it on every path (or in `variables`), or test "
+                    f"`vars.{attribute} is defined`",
+                    warning=True,
+                )
+        return errors
 
 
 def _attributes_of(tree: nodes.Node, name: str) -> Iterator[str]:
@@ -197,8 +324,16 @@ def _guarded_attributes(tree: nodes.Node) -> set[str]:
     return guarded
 
 
-def validate_flows(flows: Iterable[Flow], templates: Templates) -> list[FlowProblem]:
-    """Every problem of each flow, and across flows (ids, default, keywords)."""
+def validate_flows(
+    flows: Iterable[Flow], templates: Templates, *, warnings: bool = False
+) -> list[FlowProblem]:
+    """Every problem of each flow, and across flows (ids, default, keywords).
+
+    Args:
+        flows: Parsed flows.
+        templates: The Jinja environment, with the prompts folder.
+        warnings: Include warnings (`FlowProblem.warning`); errors only when False.
+    """
     problems: list[FlowProblem] = []
     by_id: dict[str, Flow] = {}
     keywords: dict[str, Flow] = {}
@@ -237,17 +372,40 @@ def validate_flows(flows: Iterable[Flow], templates: Templates) -> list[FlowProb
                 flow_id=flow.id,
             )
         )
-    return problems
+    problems.extend(_check_flows_used(by_id))
+    return problems if warnings else [problem for problem in problems if not problem.warning]
+
+
+def _check_flows_used(by_id: dict[str, Flow]) -> Iterator[FlowProblem]:
+    """``call`` and ``goto`` steps that name a flow that is not loaded."""
+    known = ", ".join(sorted(by_id))
+    for flow in by_id.values():
+        for step_id, step in flow.steps.items():
+            for location, other in step.flows_used():
+                if other not in by_id:
+                    yield FlowProblem(
+                        flow.source,
+                        flow.line_of(("steps", step_id, *location)),
+                        f"runs unknown flow {other!r}",
+                        f"one of: {known}",
+                        flow_id=flow.id,
+                        step_id=step_id,
+                    )
 
 
 def load_flows(flows_dir: Path, templates: Templates) -> FlowSet:
     """Load and validate every flow of a folder.
 
+    Warnings are logged; they do not stop the flows from loading.
+
     Raises:
-        FlowError: with every problem of every file, when there is any.
+        FlowError: with every error of every file, when there is any.
     """
     flows, problems = load_flow_files(flows_dir)
-    problems.extend(validate_flows(flows, templates))
-    if problems:
-        raise FlowError(problems)
+    problems.extend(validate_flows(flows, templates, warnings=True))
+    errors = [problem for problem in problems if not problem.warning]
+    if errors:
+        raise FlowError(errors)
+    for problem in problems:
+        log.warning("flow.warning %s", problem)
     return FlowSet({flow.id: flow for flow in flows})

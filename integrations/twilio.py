@@ -16,6 +16,7 @@ Sources:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from typing import Any
 from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
-from twilio.twiml.messaging_response import MessagingResponse
+from twilio.twiml.messaging_response import Message, MessagingResponse
 
 from engine.ports import Channel, InboundMessage
 
@@ -127,6 +128,12 @@ class InboundForm:
         wa_id: ``WaId`` (the sender's WhatsApp id), or None.
         media: ``MediaUrl0`` ... ``MediaUrl{NumMedia-1}``, in order.
         num_media: ``NumMedia``.
+        media_types: ``MediaContentType{N}`` of each media, same order ("" when absent).
+        button: ``{"payload": ButtonPayload, "text": ButtonText}`` when the contact
+            tapped a WhatsApp quick-reply button, else None.
+        location: ``{"latitude", "longitude", "address", "label"}`` when the
+            contact shared a WhatsApp location (``Latitude``/``Longitude``,
+            ``Address``, ``Label``), else None.
     """
 
     message_sid: str
@@ -140,6 +147,9 @@ class InboundForm:
     wa_id: str | None
     media: tuple[str, ...]
     num_media: int
+    media_types: tuple[str, ...] = ()
+    button: dict[str, str] | None = None
+    location: dict[str, Any] | None = None
 
     def to_inbound(self) -> InboundMessage:
         """The message as the engine sees it.
@@ -148,7 +158,13 @@ class InboundForm:
             An `engine.ports.InboundMessage` with the body, channel, SID and media.
         """
         return InboundMessage(
-            text=self.body, channel=self.channel, message_sid=self.message_sid, media=self.media
+            text=self.body,
+            channel=self.channel,
+            message_sid=self.message_sid,
+            media=self.media,
+            media_types=self.media_types,
+            button=self.button,
+            location=self.location,
         )
 
 
@@ -202,6 +218,7 @@ def parse_inbound(form: Mapping[str, str]) -> InboundForm:
         if not url:
             raise ValueError(f"MediaUrl{index} is missing (NumMedia is {num_media})")
         media.append(url)
+    media_types = tuple(form.get(f"MediaContentType{index}") or "" for index in range(num_media))
 
     return InboundForm(
         message_sid=message_sid,
@@ -215,7 +232,46 @@ def parse_inbound(form: Mapping[str, str]) -> InboundForm:
         wa_id=form.get("WaId") or None,
         media=tuple(media),
         num_media=num_media,
+        media_types=media_types,
+        button=_button(form),
+        location=_location(form),
     )
+
+
+def _button(form: Mapping[str, str]) -> dict[str, str] | None:
+    """A tapped quick-reply button (``ButtonPayload``, ``ButtonText``), or None."""
+    payload, text = form.get("ButtonPayload") or "", form.get("ButtonText") or ""
+    if not (payload or text):
+        return None
+    return {"payload": payload, "text": text}
+
+
+def _location(form: Mapping[str, str]) -> dict[str, Any] | None:
+    """A shared location (``Latitude``, ``Longitude``, ``Address``, ``Label``), or None.
+
+    Raises:
+        ValueError: only one of the coordinates is present, or one is not a
+            number in range (``Latitude is not a latitude: 'x'``).
+    """
+    latitude, longitude = form.get("Latitude") or "", form.get("Longitude") or ""
+    if not (latitude or longitude):
+        return None
+    coordinates = {}
+    for name, raw, limit in (("Latitude", latitude, 90), ("Longitude", longitude, 180)):
+        if not raw:
+            raise ValueError(f"{name} is missing (a location needs Latitude and Longitude)")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not -limit <= value <= limit:  # NaN fails this too
+            raise ValueError(f"{name} is not a {name.lower()}: {_short(raw)}")
+        coordinates[name.lower()] = value
+    return {
+        **coordinates,
+        "address": form.get("Address") or None,
+        "label": form.get("Label") or None,
+    }
 
 
 class _MultiParams(dict[str, list[str]]):
@@ -396,8 +452,13 @@ def split_body(text: str, limit: int = MAX_BODY_CHARS) -> list[str]:
     return parts
 
 
-def twiml_reply(texts: Sequence[str]) -> str:
+def twiml_reply(texts: Sequence[str], media: Sequence[str | None] | None = None) -> str:
     """The TwiML answer to a Messaging webhook: one ``<Message>`` per text.
+
+    A text with a media URL becomes ``<Message><Body>text</Body><Media>url</Media></Message>``
+    (TwiML ``<Media>``: an image or document sent with the message); the text
+    may then be blank. TwiML cannot wait between messages: a ``say`` step's
+    ``delay`` is only honoured when replies go out through the REST API.
 
     Built with the official `MessagingResponse`, which escapes ``<``, ``&`` and
     ``>``. Characters XML 1.0 forbids (control characters other than tab and
@@ -407,15 +468,23 @@ def twiml_reply(texts: Sequence[str]) -> str:
 
     Args:
         texts: The message bodies, in order.
+        media: The media URL of each text (same order; None for none), or None.
 
     Returns:
         The XML document, e.g. ``<?xml ...?><Response><Message>Hi</Message></Response>``;
         ``<Response />`` (with the declaration) when there is nothing to send.
     """
     response = MessagingResponse()
-    for text in texts:
+    for index, text in enumerate(texts):
         body = _XML_INVALID_RE.sub("", text)
-        if body.strip():
+        url = media[index] if media is not None and index < len(media) else None
+        if url:
+            message = Message()
+            if body.strip():
+                message.body(body)
+            message.media(url)
+            response.append(message)
+        elif body.strip():
             response.message(body)
     return str(response.to_xml())
 
@@ -458,7 +527,15 @@ class TwilioSender:
             self._client.region = None
 
     def send(
-        self, from_address: str, to_address: str, body: str, status_callback: str | None = None
+        self,
+        from_address: str,
+        to_address: str,
+        body: str,
+        status_callback: str | None = None,
+        *,
+        content_sid: str | None = None,
+        content_variables: Mapping[str, str] | None = None,
+        media_urls: Sequence[str] = (),
     ) -> str:
         """Send one message (``POST /2010-04-01/Accounts/{sid}/Messages.json``).
 
@@ -468,6 +545,11 @@ class TwilioSender:
             body: At most 1600 characters (`MAX_BODY_CHARS`; else Twilio error
                 21617): split longer texts with `split_body`.
             status_callback: URL for Twilio's status callbacks, or None.
+            content_sid: A Content API template (``HX...``) to send instead of
+                `body` (WhatsApp, outside the 24-hour window), or None.
+            content_variables: The template's placeholders, e.g. ``{"1": "Ana"}``
+                (sent as the JSON string Twilio's ``ContentVariables`` takes).
+            media_urls: Images or documents to send with `body` (``MediaUrl``).
 
         Returns:
             The new message's SID (``SM`` and 32 hex digits).
@@ -477,7 +559,15 @@ class TwilioSender:
                 (``.code`` is Twilio's error code, e.g. 21617, 21610, 63016).
             requests.RequestException: Twilio could not be reached in time.
         """
-        kwargs: dict[str, Any] = {"from_": from_address, "to": to_address, "body": body}
+        kwargs: dict[str, Any] = {"from_": from_address, "to": to_address}
+        if content_sid:
+            kwargs["content_sid"] = content_sid
+            if content_variables:
+                kwargs["content_variables"] = json.dumps(dict(content_variables))
+        else:
+            kwargs["body"] = body
+            if media_urls:
+                kwargs["media_url"] = list(media_urls)
         if status_callback:
             kwargs["status_callback"] = status_callback
         message = self._client.messages.create(**kwargs)

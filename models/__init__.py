@@ -22,7 +22,10 @@ from models.billing import (
     SettingChange,
     StripeEvent,
 )
+from models.curation import AuditEvent, ConversationTag, Curation, RedactedMessage, User
+from models.delivery import Delivery
 from models.entities import OPEN_STATUSES, Base, Contact, Conversation, Execution, Message
+from models.runtime import FlowVersion, OptOut
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
@@ -66,17 +69,25 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 
 __all__ = [
     "OPEN_STATUSES",
+    "AuditEvent",
     "Base",
     "Contact",
     "Conversation",
+    "ConversationTag",
+    "Curation",
+    "Delivery",
     "Entitlement",
     "EntitlementChange",
     "Execution",
+    "FlowVersion",
     "Message",
+    "OptOut",
     "PaymentLink",
+    "RedactedMessage",
     "Setting",
     "SettingChange",
     "StripeEvent",
+    "User",
     "db",
     "init_db",
     "migrate",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +44,26 @@ class OutboundPart:
     author: str = "bot"
     step_id: str | None = None
     usage: LLMUsage | None = None
+    template: dict[str, Any] | None = None
+    """A WhatsApp template (``{"content_sid", "content_variables"}``) to send
+    instead outside the 24-hour window; kept as ``media = {"template": ...}``."""
+    media_url: str | None = None
+    """An image or document sent with the text (a ``say`` step's ``media``);
+    kept as ``media = {"urls": [url]}``."""
+    delay_seconds: float = 0.0
+    """Wait this long before sending it (a ``say`` step's ``delay``); kept as
+    ``media = {"delay_seconds": ...}``."""
+
+    def media_column(self) -> dict[str, Any] | None:
+        """What the row's ``media`` column keeps for this part, or None."""
+        media: dict[str, Any] = {}
+        if self.template:
+            media["template"] = self.template
+        if self.media_url:
+            media["urls"] = [self.media_url]
+        if self.delay_seconds:
+            media["delay_seconds"] = self.delay_seconds
+        return media or None
 
 
 class SqlStore:
@@ -61,19 +81,41 @@ class SqlStore:
         return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
     def upsert_contact(self, phone: str, name: str | None) -> int:
-        """The contact's id, creating the contact on first sight (race-safe)."""
-        self.session.execute(
-            self._insert(Contact)
-            .values(phone=phone, name=name, created_at=utcnow(), updated_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["phone"])
-        )
-        contact = self.session.scalars(sa.select(Contact).where(Contact.phone == phone)).one()
-        if name and contact.name != name:
-            contact.name = name
-        return contact.id
+        """The contact's id, creating the contact on first sight (race-safe).
+
+        Looks first and inserts only when missing: the webhook's common case is
+        one query (it sits on every inbound message's path).
+        """
+        row = self.session.execute(
+            sa.select(Contact.id, Contact.name).where(Contact.phone == phone)
+        ).first()
+        if row is None:
+            self.session.execute(
+                self._insert(Contact)
+                .values(phone=phone, name=name, created_at=utcnow(), updated_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["phone"])
+            )
+            row = self.session.execute(
+                sa.select(Contact.id, Contact.name).where(Contact.phone == phone)
+            ).one()
+        if name and row.name != name:
+            self.session.execute(
+                sa.update(Contact)
+                .where(Contact.id == row.id)
+                .values(name=name, updated_at=utcnow())
+            )
+        return row.id
 
     def upsert_conversation(self, contact_id: int, channel: Channel, address: str) -> int:
         """The conversation's id on this channel and sender address (race-safe)."""
+        where = (
+            Conversation.contact_id == contact_id,
+            Conversation.channel == channel,
+            Conversation.address == address,
+        )
+        found = self.session.scalar(sa.select(Conversation.id).where(*where))
+        if found is not None:
+            return found
         now = utcnow()
         self.session.execute(
             self._insert(Conversation)
@@ -87,13 +129,7 @@ class SqlStore:
             )
             .on_conflict_do_nothing(index_elements=["contact_id", "channel", "address"])
         )
-        return self.session.scalars(
-            sa.select(Conversation.id).where(
-                Conversation.contact_id == contact_id,
-                Conversation.channel == channel,
-                Conversation.address == address,
-            )
-        ).one()
+        return self.session.scalars(sa.select(Conversation.id).where(*where)).one()
 
     def store_inbound(
         self,
@@ -105,8 +141,13 @@ class SqlStore:
         body: str,
         message_sid: str,
         media: Sequence[str] = (),
+        details: Mapping[str, Any] | None = None,
     ) -> StoredInbound | None:
         """Store an inbound message first, keyed by its ``MessageSid``.
+
+        `details` (media content types, a WhatsApp button, a location) are kept
+        beside the media URLs: ``media = {"urls": [...], "types": [...],
+        "button": {...}, "location": {...}}``.
 
         Returns:
             The stored ids, or None when that ``MessageSid`` is already stored
@@ -122,7 +163,7 @@ class SqlStore:
                 direction="inbound",
                 author="contact",
                 body=body,
-                media={"urls": list(media)} if media else None,
+                media={"urls": list(media), **(details or {})} if media or details else None,
                 message_sid=message_sid,
                 status="received",
                 turn_status="pending",
@@ -140,15 +181,28 @@ class SqlStore:
         )
         return StoredInbound(message_id, contact_id, conversation_id)
 
-    def lock_contact(self, contact_id: int) -> Contact:
+    def lock_contact(self, contact_id: int, nowait: bool = False) -> Contact:
         """Take the contact's row lock for the rest of the transaction.
 
         On PostgreSQL this is ``SELECT ... FOR UPDATE``: a second turn of the
         same contact waits here until the first commits. On SQLite the
         transaction already holds the database's write lock (BEGIN IMMEDIATE).
+        The lock is ``FOR NO KEY UPDATE``: it serialises turns but does not make
+        the webhook wait to store the contact's next message (a row referencing
+        the contact takes ``FOR KEY SHARE``, which only ``FOR UPDATE`` blocks).
+
+        Args:
+            contact_id: The contact.
+            nowait: Fail at once rather than wait for another turn's lock.
+
+        Raises:
+            sqlalchemy.exc.OperationalError: with `nowait`, another transaction
+                holds the lock (PostgreSQL ``lock_not_available``, 55P03).
         """
         return self.session.scalars(
-            sa.select(Contact).where(Contact.id == contact_id).with_for_update()
+            sa.select(Contact)
+            .where(Contact.id == contact_id)
+            .with_for_update(key_share=True, nowait=nowait)
         ).one()
 
     def active_execution(self, contact_id: int) -> ExecutionState | None:
@@ -206,13 +260,27 @@ class SqlStore:
         )
 
     def history(self, contact_id: int, limit: int, before_message_id: int) -> list[HistoryMessage]:
-        """The contact's last `limit` messages before a message, oldest first."""
+        """The contact's last `limit` messages before a message, oldest first.
+
+        "Before" is in turn order, not id order: every message but
+        `before_message_id` itself, inbound messages whose turn has not run
+        yet, and ones merged into a later turn (their text is its input). A
+        contact's next message can be stored before the replies to the one
+        being answered (queued turns), and those replies belong in the
+        history of the next turn.
+        """
         if limit <= 0:
             return []
         rows = self.session.execute(
             sa.select(Message.author, Message.body)
-            .where(Message.contact_id == contact_id, Message.id < before_message_id)
+            .where(Message.contact_id == contact_id, Message.id != before_message_id)
             .where(Message.body != "")
+            .where(
+                sa.or_(
+                    Message.turn_status.is_(None),
+                    Message.turn_status.not_in(("pending", "merged")),
+                )
+            )
             .order_by(Message.id.desc())
             .limit(limit)
         ).all()
@@ -239,6 +307,7 @@ class SqlStore:
                 direction="outbound",
                 author=part.author,
                 body=part.body,
+                media=part.media_column(),
                 status=status,
                 execution_id=execution_id,
                 flow_id=flow_id,

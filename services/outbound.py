@@ -1,7 +1,7 @@
 """Sending stored outbound messages through the Twilio REST API.
 
-Used when Parley speaks outside a webhook's TwiML answer (after a payment, for
-example). Messages are stored before they are sent, so a send that fails is
+Used when Parley speaks outside a webhook's TwiML answer (after a payment, a
+timer). Messages are stored before they are sent, so a send that fails is
 still in the transcript, marked ``failed``.
 """
 
@@ -12,11 +12,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from flask import current_app, has_app_context
 from sqlalchemy.orm import Session
-from twilio.base.exceptions import TwilioException
 
 from integrations.twilio import TwilioSender
-from models import Contact, Conversation, Message
+from models import Message
+from services.optout import cancel_opted_out
 
 log = logging.getLogger("parley.outbound")
 
@@ -35,7 +36,11 @@ def sender_from_config(config: Mapping[str, Any]) -> TwilioSender | None:
 
 
 def send_stored(session: Session, sender: TwilioSender | None, message_ids: Sequence[int]) -> int:
-    """Send stored outbound messages in order; record each ``MessageSid`` or the failure.
+    """Send stored outbound messages in order, each at most once, and record the outcome.
+
+    Each send is recorded before and after the REST call, retried on Twilio
+    429/5xx, and follows WhatsApp's 24-hour window (a step's template outside
+    it, or "not sent: outside the 24-hour window"): see `services.delivery`.
 
     Args:
         session: The session; committed after each message.
@@ -46,28 +51,17 @@ def send_stored(session: Session, sender: TwilioSender | None, message_ids: Sequ
     Returns:
         How many were accepted by Twilio.
     """
-    sent = 0
-    for message_id in message_ids:
-        row = session.execute(
-            sa.select(Message, Conversation, Contact)
-            .join(Conversation, Message.conversation_id == Conversation.id)
-            .join(Contact, Message.contact_id == Contact.id)
-            .where(Message.id == message_id)
-        ).one()
-        message, conversation, contact = row
-        if sender is None:
-            log.error("outbound.unconfigured message=%s: set TWILIO_ACCOUNT_SID", message.id)
-            message.status = "failed"
-        else:
-            try:
-                message.message_sid = sender.send(
-                    conversation.address,
-                    contact_address(conversation.channel, contact.phone),
-                    message.body,
-                )
-                sent += 1
-            except TwilioException as error:
-                log.error("outbound.failed message=%s reason=%s", message.id, error)
-                message.status = "failed"
-        session.commit()
-    return sent
+    from services.delivery import Dispatcher, Settings
+
+    message_ids = cancel_opted_out(session, message_ids)  # STOP: nothing goes out
+    config = current_app.config if has_app_context() else {}
+    dispatcher = Dispatcher(session, None, sender, Settings.from_config(config))
+    dispatcher.send_messages(message_ids)
+    return (
+        session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Message)
+            .where(Message.id.in_(list(message_ids)), Message.message_sid.is_not(None))
+        )
+        or 0
+    )

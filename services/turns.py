@@ -13,19 +13,31 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from engine.flow import DEFAULT_FALLBACK
-from engine.ports import Channel, Contact, Entitlements, ExecutionState, InboundMessage
+from engine.ports import Channel, Contact, Entitlements, ExecutionState, InboundMessage, Reply
 from engine.runner import Runner, TurnResult
 from models.store import OutboundPart, SqlStore, StoredInbound
 
 log = logging.getLogger("parley.turns")
 
-#: Answers a message before the flow runs, or returns None to let the flow run:
-#: ``responder(contact, text) -> list[str] | None`` (opt-out, billing keyword...).
-Responder = Callable[[Contact, str], "list[str] | None"]
+
+@dataclass(frozen=True)
+class Preface:
+    """A responder's texts that go before the flow's replies; the flow then runs (a welcome)."""
+
+    texts: list[str]
+
+
+#: Answers a message before the flow runs: ``responder(contact, text)`` returns
+#: a list of texts (the answer; the flow does not run, ``[]`` answers with
+#: silence), a `Preface` (texts sent first, then the later responders and the
+#: flow run) or None (let the others and the flow run). Opt-out, reset code,
+#: billing keyword, after-hours, welcome: services/responders.py.
+Responder = Callable[[Contact, str], "list[str] | Preface | None"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,9 @@ class Incoming:
         message_sid: Twilio's ``MessageSid``, or a local unique id.
         name: WhatsApp ``ProfileName``, if any.
         media: Media URLs.
+        media_types: Their content types, same order.
+        button: The WhatsApp button tapped (``{"payload", "text"}``), or None.
+        location: The shared location (``{"latitude", "longitude", ...}``), or None.
     """
 
     phone: str
@@ -49,6 +64,9 @@ class Incoming:
     message_sid: str
     name: str | None = None
     media: tuple[str, ...] = ()
+    media_types: tuple[str, ...] = ()
+    button: dict[str, str] | None = None
+    location: dict[str, Any] | None = None
 
 
 @dataclass
@@ -62,6 +80,7 @@ class TurnOutcome:
         message_id: The stored inbound message, when not a duplicate.
         error: Why the turn answered with the fallback, if it did.
         result: The runner's result, when the runner ran.
+        media: The media URL sent with each reply (same order), or None each.
     """
 
     replies: list[str] = field(default_factory=list)
@@ -69,6 +88,7 @@ class TurnOutcome:
     message_id: int | None = None
     error: str | None = None
     result: TurnResult | None = None
+    media: list[str | None] = field(default_factory=list)
 
 
 class Turns:
@@ -96,6 +116,10 @@ class Turns:
         self.split = split
         self.entitlements = entitlements
         self.responders = tuple(responders)
+        #: Status of the outbound rows a turn stores: ``queued`` when they go
+        #: out in the webhook's TwiML, ``pending`` when a worker sends them
+        #: (services/delivery.py).
+        self.outbound_status = "queued"
 
     def handle(self, incoming: Incoming, flow_id: str | None = None) -> TurnOutcome:
         """Store an inbound message, then run its turn.
@@ -126,6 +150,7 @@ class Turns:
                 body=incoming.body,
                 message_sid=incoming.message_sid,
                 media=incoming.media,
+                details=_details(incoming),
             )
             self.session.commit()
         except Exception:
@@ -155,11 +180,17 @@ class Turns:
                 channel=incoming.channel,
                 message_sid=incoming.message_sid,
                 media=incoming.media,
+                media_types=incoming.media_types,
+                button=incoming.button,
+                location=incoming.location,
             )
+            prefaces: list[str] = []
             for responder in self.responders:
                 answer = responder(contact, incoming.body)
-                if answer is not None:
-                    return self._answered(store, stored, answer)
+                if isinstance(answer, Preface):
+                    prefaces.extend(answer.texts)
+                elif answer is not None:
+                    return self._answered(store, stored, prefaces + answer)
             execution = store.active_execution(contact.id)
             result = self.runner.run_turn(
                 execution,
@@ -169,6 +200,7 @@ class Turns:
                 flow_id=flow_id,
                 entitlements=self.entitlements,
             )
+            result.replies[:0] = [Reply(text=text, author="system") for text in prefaces]
             if execution is not None and execution.id and result.execution is not execution:
                 store.end_execution(execution.id)
             execution_id = None
@@ -178,7 +210,13 @@ class Turns:
                 execution_id = store.save_execution(contact.id, result.execution, error)
                 flow_id = result.execution.flow_id
             parts = self._parts(result)
-            store.store_outbound(stored, parts, execution_id=execution_id, flow_id=flow_id)
+            store.store_outbound(
+                stored,
+                parts,
+                execution_id=execution_id,
+                flow_id=flow_id,
+                status=self.outbound_status,
+            )
             store.finish_inbound(
                 stored.message_id, "failed" if error else "done", execution_id, flow_id
             )
@@ -192,6 +230,7 @@ class Turns:
             message_id=stored.message_id,
             error=error,
             result=result,
+            media=[part.media_url for part in parts],
         )
 
     def resume(self, contact_id: int) -> list[int]:
@@ -253,7 +292,9 @@ class Turns:
         parts = [
             OutboundPart(body=body, author="system") for text in texts for body in self.split(text)
         ]
-        store.store_outbound(stored, parts, execution_id=None, flow_id=None)
+        store.store_outbound(
+            stored, parts, execution_id=None, flow_id=None, status=self.outbound_status
+        )
         store.finish_inbound(stored.message_id, "done", None, None)
         self.session.commit()
         return TurnOutcome(replies=[part.body for part in parts], message_id=stored.message_id)
@@ -261,13 +302,19 @@ class Turns:
     def _parts(self, result: TurnResult) -> list[OutboundPart]:
         parts: list[OutboundPart] = []
         for reply in result.replies:
-            for index, body in enumerate(self.split(reply.text)):
+            # A picture alone is a message with an empty body.
+            bodies = self.split(reply.text) or ([""] if reply.media_url else [])
+            for index, body in enumerate(bodies):
+                last = index == len(bodies) - 1
                 parts.append(
                     OutboundPart(
                         body=body,
                         author=reply.author,
                         step_id=reply.step_id,
                         usage=reply.usage if index == 0 else None,
+                        template=reply.template if index == 0 else None,
+                        media_url=reply.media_url if last else None,
+                        delay_seconds=reply.delay_seconds if index == 0 else 0.0,
                     )
                 )
         return parts
@@ -278,7 +325,11 @@ class Turns:
         try:
             store = SqlStore(self.session)
             store.store_outbound(
-                stored, [OutboundPart(body=text, author="system")], execution_id=None, flow_id=None
+                stored,
+                [OutboundPart(body=text, author="system")],
+                execution_id=None,
+                flow_id=None,
+                status=self.outbound_status,
             )
             store.finish_inbound(stored.message_id, "failed", None, None)
             self.session.commit()
@@ -294,3 +345,15 @@ class Turns:
         if flow is not None and "{" not in flow.fallback:
             return flow.fallback
         return DEFAULT_FALLBACK
+
+
+def _details(incoming: Incoming) -> dict[str, Any]:
+    """What the inbound row keeps besides media URLs (content types, button, location)."""
+    details: dict[str, Any] = {}
+    if incoming.media_types:
+        details["types"] = list(incoming.media_types)
+    if incoming.button:
+        details["button"] = dict(incoming.button)
+    if incoming.location:
+        details["location"] = dict(incoming.location)
+    return details

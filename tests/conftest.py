@@ -70,8 +70,11 @@ def fake_twilio_server() -> Iterator[FakeTwilio]:
 def fake_twilio(fake_twilio_server: FakeTwilio) -> Iterator[FakeTwilio]:
     """The fake Twilio REST API, with no messages recorded yet."""
     fake_twilio_server.requests.clear()
+    fake_twilio_server.faults.clear()
+    fake_twilio_server.attempts = 0
     yield fake_twilio_server
     fake_twilio_server.requests.clear()
+    fake_twilio_server.faults.clear()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -260,11 +260,27 @@ def test_parse_real_whatsapp_payloads() -> None:
         channel="whatsapp",
         message_sid="MM21151abfaadc1fb79b782f8460862a52",
         media=image.media,
+        media_types=("image/jpeg",),
     )
     location = parse_inbound(forms["bb_whatsapp_location"])
     assert (location.body, location.media) == ("", ())
+    assert location.to_inbound().as_context()["location"] == {
+        "latitude": 52.303897857666016,
+        "longitude": 4.750025749206543,
+        "address": "Evert van de Beekstraat 354, Schiphol, North Holland 1118 CZ",
+        "label": "Microsoft",
+    }
+    button = parse_inbound(forms["courier_waReceiveButtonValid"])
+    assert button.to_inbound().as_context()["button"] == {"payload": "", "text": "Confirm"}
     text = parse_inbound(forms["bb_whatsapp_text"])
-    assert text.to_inbound().as_context() == {"text": "test", "channel": "whatsapp", "media": []}
+    assert text.to_inbound().as_context() == {
+        "text": "test",
+        "channel": "whatsapp",
+        "media": [],
+        "media_types": [],
+        "button": None,
+        "location": None,
+    }
     assert text.profile_name is None and text.wa_id is None
 
 

@@ -34,6 +34,7 @@ EXPECTED = [
     ("a_graph.yaml", "output-outside-llm", "coach", "output"),
     ("a_graph.yaml", "else-not-last", "route", "else"),
     ("a_graph.yaml", "unset-var", "summary", "vars.mood"),
+    ("a_graph.yaml", "maybe-unset-var", "route", "vars.goal"),
     ("a_graph.yaml", "unknown-step-ref", "recap", "steps.nope"),
     ("a_graph.yaml", "template-syntax", "broken_template", "syntax"),
     ("a_graph.yaml", "prompt-unknown-name", "reflect", "output"),
@@ -92,7 +93,7 @@ def prompts(tmp_path: Path) -> Path:
 
 def broken_problems(prompts_dir: Path) -> list[FlowProblem]:
     flows, problems = load_flow_files(BROKEN)
-    return problems + validate_flows(flows, Templates(prompts_dir))
+    return problems + validate_flows(flows, Templates(prompts_dir), warnings=True)
 
 
 def validate_text(text: str, prompts_dir: Path | None = None) -> list[FlowProblem]:
@@ -100,7 +101,7 @@ def validate_text(text: str, prompts_dir: Path | None = None) -> list[FlowProble
     flow, problems = parse_flow(textwrap.dedent(text), "test.yaml")
     if flow is None:
         return problems
-    return validate_flows([flow], Templates(prompts_dir))
+    return validate_flows([flow], Templates(prompts_dir), warnings=True)
 
 
 def line_with(text: str, needle: str) -> int:
@@ -149,20 +150,38 @@ def test_graph_problems_of_one_flow_come_in_line_order(prompts):
     flows, _ = load_flow_files(BROKEN)
     graph = next(flow for flow in flows if flow.source.endswith("a_graph.yaml"))
 
-    problems = validate_flows([graph], Templates(prompts))
+    problems = validate_flows([graph], Templates(prompts), warnings=True)
 
     assert [problem.line for problem in problems] == sorted(problem.line for problem in problems)
     assert len(problems) == sum(1 for row in EXPECTED if row[0] == "a_graph.yaml")
 
 
-def test_load_flows_raises_a_flow_error_listing_every_problem(prompts):
+#: The markers of problems that are warnings (the flows would still load).
+WARNINGS = {"maybe-unset-var"}
+
+
+def test_load_flows_raises_a_flow_error_listing_every_error_but_no_warning(prompts):
     with pytest.raises(FlowError) as caught:
         load_flows(BROKEN, Templates(prompts))
 
-    assert len(caught.value.problems) == len(EXPECTED)
-    for file, marker, _, _ in EXPECTED:
+    errors = [row for row in EXPECTED if row[1] not in WARNINGS]
+    assert len(caught.value.problems) == len(errors)
+    assert not any(problem.warning for problem in caught.value.problems)
+    for file, marker, _, _ in errors:
         source, line = expected_location(file, marker)
         assert f"{source}:{line}:" in str(caught.value)
+
+
+def test_warnings_are_marked_as_such(prompts):
+    warnings = {
+        (problem.source, problem.line) for problem in broken_problems(prompts) if problem.warning
+    }
+
+    assert warnings == {expected_location(file, marker) for file, marker in _warning_rows()}
+
+
+def _warning_rows() -> list[tuple[str, str]]:
+    return [(file, marker) for file, marker, _, _ in EXPECTED if marker in WARNINGS]
 
 
 # --- the shipped flows --------------------------------------------------------------
@@ -172,7 +191,7 @@ def test_the_shipped_flows_validate_with_no_problems():
     flows, problems = load_flow_files(SHIPPED_FLOWS)
 
     assert problems == []
-    assert validate_flows(flows, Templates(SHIPPED_PROMPTS)) == []
+    assert validate_flows(flows, Templates(SHIPPED_PROMPTS), warnings=True) == []
     loaded = load_flows(SHIPPED_FLOWS, Templates(SHIPPED_PROMPTS))
     assert set(loaded.flows) == {"goal_setting", "menu"}
     assert loaded.default is not None and loaded.default.id == "goal_setting"
@@ -208,7 +227,7 @@ def test_vars_guarded_by_is_defined_are_allowed():
 
 
 def test_variables_count_as_set_by_flow_variables_set_ask_and_llm(tmp_path):
-    (tmp_path / "turn.j2").write_text("{{ vars.answer }} {{ vars.tip }}", encoding="utf-8")
+    (tmp_path / "turn.j2").write_text("{{ vars.answer }} {{ vars.total }}", encoding="utf-8")
     problems = validate_text(
         """
         id: declared
@@ -424,7 +443,7 @@ def test_cli_reports_every_problem_of_the_broken_folder_as_file_line_and_exits_1
     lines = [line for line in result.output.splitlines() if line.strip()]
     for problem in expected:
         assert str(problem) in lines
-    problem_lines = [line for line in lines if not line.endswith("problem(s) found.")]
+    problem_lines = [line for line in lines if "problem(s) found" not in line]
     assert len(problem_lines) == len(expected)
     for line in problem_lines:
         match = re.match(r"^(?P<file>[^:]+\.yaml):(?P<line>\d+): ", line)
@@ -434,7 +453,11 @@ def test_cli_reports_every_problem_of_the_broken_folder_as_file_line_and_exits_1
         if marker not in {"prompt-syntax", "prompt-unknown-name"}:
             source, number = expected_location(file, marker)
             assert any(line.startswith(f"{source}:{number}:") for line in lines), marker
-    assert f"{len(expected)} problem(s) found." in result.output
+    warnings = sum(1 for problem in expected if problem.warning)
+    assert (
+        f"{len(expected)} problem(s) found ({len(expected) - warnings} error(s), "
+        f"{warnings} warning(s))." in result.output
+    )
 
 
 def test_cli_on_one_broken_file_reports_only_that_file(cli):

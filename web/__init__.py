@@ -16,3 +16,11 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(twilio)
     app.register_blueprint(stripe)
     app.register_blueprint(studio)
+    from web.admin import init_app as init_admin
+    from web.api import init_app as init_api
+
+    init_admin(app)
+    init_api(app)
+    from web.simulator import bp as simulator
+
+    app.register_blueprint(simulator)

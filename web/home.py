@@ -16,6 +16,9 @@ _PAGE = """<!doctype html>
 <style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;
 line-height:1.5}code{background:#f3f3f3;padding:0 .2rem}li{margin:.3rem 0}</style></head>
 <body><h1>Parley is running</h1>
+<p><b><a href="{{ url_for('simulator.page') }}">Chat with a flow in the simulator</a></b>
+(no Twilio account needed; for console admins: create one with
+<code>.venv/bin/flask --app app users create you@example.org --role admin</code>).</p>
 <p>Flows loaded:</p><ul>
 {% for flow in flows %}<li><b>{{ flow.id }}</b>{% if flow.trigger.default %} (default){% endif %}
  — {{ flow.description }}{% if flow.trigger.keywords %}<br><small>keywords:

@@ -1,4 +1,4 @@
-"""Twilio's Messaging webhook: ``POST /twilio/messages``.
+"""Twilio's Messaging webhook (``POST /twilio/messages``) and status callbacks (``/twilio/status``).
 
 Configure it as the "A message comes in" webhook (HTTP POST) of a Twilio phone
 number, WhatsApp sender or Messaging Service, at ``PUBLIC_BASE_URL`` +
@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 
+from celery import Celery
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import OperationalError
 
 from integrations.twilio import parse_inbound, public_url, signature_is_valid, twiml_reply
-from services.turns import Incoming
+from models import db
+from services.delivery import CALLBACK_STATUSES, record_status
+from services.turns import Incoming, TurnOutcome, Turns
+from tasks import enqueue_drain
 
 log = logging.getLogger("parley.web.twilio")
 
@@ -68,10 +72,70 @@ def inbound_message() -> Response:
         message_sid=form.message_sid,
         name=form.profile_name,
         media=form.media,
+        media_types=form.media_types,
+        button=form.button,
+        location=form.location,
     )
+    turns = current_app.extensions["parley"].turns()
+    celery = current_app.extensions.get("celery")
     try:
-        outcome = current_app.extensions["parley"].turns().handle(incoming)
+        outcome = turns.handle(incoming) if celery is None else _queue(turns, celery, incoming)
     except OperationalError:
         log.exception("twilio.inbound.database_unavailable")
         return _plain(503, "Service unavailable: the database cannot be reached")
-    return Response(twiml_reply(outcome.replies), mimetype="text/xml")
+    return Response(twiml_reply(outcome.replies, outcome.media), mimetype="text/xml")
+
+
+def _queue(turns: Turns, celery: Celery, incoming: Incoming) -> TurnOutcome:
+    """Store the message and enqueue its contact's turns; inline if Redis is down.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: the message could not be stored.
+    """
+    stored = turns.store(incoming)
+    if stored is None:
+        log.info("turn.duplicate message_sid=%s", incoming.message_sid)
+        return TurnOutcome(duplicate=True)
+    debounce = float(current_app.config.get("TURN_DEBOUNCE_MS") or 0) / 1000
+    try:
+        enqueue_drain(celery, stored.contact_id, countdown=debounce or None)
+    except Exception:  # kombu/redis errors: the broker is unreachable
+        log.exception("twilio.inbound.queue_unavailable message=%s", stored.message_id)
+        return turns.run(stored, incoming)
+    return TurnOutcome(message_id=stored.message_id)
+
+
+@bp.post("/status")
+def message_status() -> Response:
+    """Record a Twilio status callback (``MessageStatus``, ``ErrorCode``) for a sent message.
+
+    Statuses follow Twilio's lifecycle and never move backwards, whatever the
+    order the callbacks arrive in. Twilio retries nothing on an error answer,
+    so a well-formed callback for an unknown message still gets 200.
+    """
+    refused = verify_twilio_request()
+    if refused is not None:
+        return refused
+    message_sid = request.form.get("MessageSid") or ""
+    status = request.form.get("MessageStatus") or request.form.get("SmsStatus") or ""
+    raw_code = request.form.get("ErrorCode") or ""
+    if not message_sid:
+        return _plain(400, "Bad request: MessageSid is missing")
+    if status not in CALLBACK_STATUSES:
+        return _plain(400, f"Bad request: MessageStatus is not a message status: {status[:40]!r}")
+    if raw_code and not raw_code.isdecimal():
+        return _plain(400, f"Bad request: ErrorCode is not a number: {raw_code[:40]!r}")
+    try:
+        result = record_status(
+            db.session,
+            message_sid,
+            status,
+            int(raw_code) if raw_code else None,
+            request.args.get("delivery") or None,
+        )
+    except OperationalError:
+        db.session.rollback()
+        log.exception("twilio.status.database_unavailable")
+        return _plain(503, "Service unavailable: the database cannot be reached")
+    log.info("twilio.status message_sid=%s status=%s result=%s", message_sid, status, result)
+    return _plain(200, result)

@@ -13,7 +13,10 @@ from pydantic import Discriminator, Tag
 from engine.steps.ask import AskStep
 from engine.steps.base import StepBase
 from engine.steps.branch import BranchStep
+from engine.steps.call import CallStep
 from engine.steps.end import EndStep
+from engine.steps.goto import GotoStep
+from engine.steps.http import HTTPStep
 from engine.steps.llm import LLMStep
 from engine.steps.paywall import PaywallStep
 from engine.steps.say import SayStep
@@ -26,6 +29,9 @@ STEP_KINDS: tuple[type[StepBase], ...] = (
     BranchStep,
     SetStep,
     PaywallStep,
+    HTTPStep,
+    CallStep,
+    GotoStep,
     EndStep,
 )
 KIND_NAMES: tuple[str, ...] = tuple(kind.kind for kind in STEP_KINDS)

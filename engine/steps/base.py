@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from engine.ports import (
+    HTTP,
     LLM,
     AlwaysEntitled,
     Clock,
@@ -20,6 +21,7 @@ from engine.ports import (
     HistoryMessage,
     InboundMessage,
     LLMUsage,
+    NoHTTP,
     Reply,
 )
 from engine.templating import Templates
@@ -142,7 +144,24 @@ class End:
     """The execution is over."""
 
 
-StepResult = Continue | Wait | End
+@dataclass(frozen=True)
+class Jump:
+    """Run another flow from its start (``call`` and ``goto`` steps).
+
+    Attributes:
+        flow_id: The flow to run.
+        variables: Its ``vars`` to start with, over its own ``variables``.
+        returns: True for a subflow that comes back to the step after it ran
+            (``call``); False to end this execution and start the other flow
+            (``goto``).
+    """
+
+    flow_id: str
+    variables: dict[str, Any]
+    returns: bool
+
+
+StepResult = Continue | Wait | End | Jump
 
 
 @dataclass
@@ -163,6 +182,9 @@ class StepContext:
         default_model: The model to use when neither step nor flow names one.
         replies: What the turn sends, in order; steps append with `say`.
         entitlements: Who may pass paywalls.
+        http: Makes ``http`` steps' requests.
+        env: The environment variables ``http`` steps may read as
+            ``{{ env.NAME }}`` (only those the operator allowed).
     """
 
     flow: Flow
@@ -177,6 +199,8 @@ class StepContext:
     default_model: str
     replies: list[Reply] = field(default_factory=list)
     entitlements: Entitlements = field(default_factory=AlwaysEntitled)
+    http: HTTP = field(default_factory=NoHTTP)
+    env: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -192,7 +216,7 @@ class StepContext:
                 "channel": self.contact.channel,
             },
             "vars": self.execution.variables,
-            "input": self.input.as_context() if self.input else {"text": "", "media": []},
+            "input": self.input.as_context() if self.input else dict(NO_INPUT),
             "steps": self.execution.step_results,
             "flow": {"id": self.flow.id, "description": self.flow.description},
             "now": self.clock.now(),
@@ -204,10 +228,85 @@ class StepContext:
         """Render a flow string for this step (see `Templates.render`)."""
         return self.templates.render(source, self.template_context(**extra))
 
-    def say(self, text: str, usage: LLMUsage | None = None) -> None:
-        """Queue a message to the contact; blank text sends nothing."""
-        if text.strip():
-            self.replies.append(Reply(text=text.strip(), step_id=self.step_id, usage=usage))
+    def say(
+        self,
+        text: str,
+        usage: LLMUsage | None = None,
+        template: WhatsAppTemplate | None = None,
+        media_url: str | None = None,
+        delay_seconds: float = 0.0,
+    ) -> None:
+        """Queue a message to the contact; blank text sends nothing.
+
+        Args:
+            text: The message.
+            usage: The LLM call that wrote it, if any.
+            template: The WhatsApp template to send instead outside the
+                24-hour window; its variables are rendered here.
+            media_url: An image or document sent with the text (then blank
+                text is sent too).
+            delay_seconds: How long to wait before sending it.
+        """
+        if text.strip() or media_url:
+            rendered = template.render(self) if template else None
+            self.replies.append(
+                Reply(
+                    text=text.strip(),
+                    step_id=self.step_id,
+                    usage=usage,
+                    template=rendered,
+                    media_url=media_url,
+                    delay_seconds=delay_seconds,
+                )
+            )
+
+
+#: ``input`` in templates when a turn has no inbound message (a timer, a resume).
+NO_INPUT: dict[str, Any] = {
+    "text": "",
+    "media": [],
+    "media_types": [],
+    "button": None,
+    "location": None,
+}
+
+
+class WhatsAppTemplate(BaseModel):
+    """A pre-approved WhatsApp template (Twilio Content API) for a message.
+
+    WhatsApp refuses a free-form message more than 24 hours after the
+    contact's last message (Twilio error 63016); outside that window Parley
+    sends this template instead (https://www.twilio.com/docs/content).
+
+    ```yaml
+    nudge:
+      say: "Still there? Reply any time to carry on."
+      template:
+        content_sid: HXb5b62575e6e4ff6129ad7c8efe1f983e
+        variables: {"1": "{{ contact.name }}"}
+    ```
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    content_sid: str = Field(pattern=r"^HX[0-9a-fA-F]{32}$")
+    """The template's Content SID (``HX`` and 32 hex digits)."""
+    variables: dict[str, str] = Field(default_factory=dict)
+    """Its placeholders (``{{1}}`` is ``"1"``), each a Jinja template."""
+
+    def render(self, context: StepContext) -> dict[str, Any]:
+        """``{"content_sid": ..., "content_variables": {name: rendered text}}``."""
+        return {
+            "content_sid": self.content_sid,
+            "content_variables": {
+                name: context.render(source) for name, source in self.variables.items()
+            },
+        }
+
+    def template_uses(self, path: tuple[str | int, ...]) -> Iterator[TemplateUse]:
+        """Each variable's template, under `path`."""
+        for name, source in self.variables.items():
+            yield TemplateUse((*path, "variables", name), source)
 
 
 @dataclass(frozen=True)
@@ -280,6 +379,10 @@ class StepBase(BaseModel):
 
     def prompt_files(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
         """Prompt files (relative to ``prompts/``) the step reads."""
+        return iter(())
+
+    def flows_used(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """Other flows the step runs (``call``, ``goto``), with where they are named."""
         return iter(())
 
 

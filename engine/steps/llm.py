@@ -18,6 +18,10 @@ model must answer a JSON object of those fields (OpenAI structured output) and
 the message sent is its ``reply`` field (or the ``reply:`` template of the step).
 What the contact typed reaches the prompt as data (``input.text``), never as a
 template.
+
+``mode: classify`` (pick one of named labels, each a transition) and ``mode:
+extract`` (fill variables from free text) route rather than reply: see
+`engine.steps.llm_modes`.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.ports import LLMError, LLMRequest
 from engine.steps.base import (
@@ -39,6 +43,7 @@ from engine.steps.base import (
     TemplateUse,
     Timeout,
 )
+from engine.steps.llm_modes import run_mode
 
 OutputType = Literal["str", "int", "float", "bool", "list[str]"]
 _JSON_TYPES: dict[str, dict[str, Any]] = {
@@ -55,6 +60,14 @@ class LLMSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    mode: Literal["reply", "classify", "extract"] = "reply"
+    """``reply`` (the model answers the contact), ``classify`` (it picks one of
+    ``labels``) or ``extract`` (it fills ``fields``); the last two send nothing."""
+    labels: dict[str, str] | None = Field(default=None, min_length=1)
+    """``mode: classify``: label → the step to go to when the model picks it."""
+    fields: dict[str, OutputType] | None = Field(default=None, min_length=1)
+    """``mode: extract``: variable name → ``str``, ``int``, ``float``, ``bool``
+    or ``list[str]``; each filled field is stored as ``vars.<name>``."""
     system: str | None = None
     """The system prompt: a file in ``prompts/`` (``*.j2``)."""
     prompt: str | None = None
@@ -72,7 +85,28 @@ class LLMSpec(BaseModel):
     model: str | None = None
     """The model; the flow's ``llm.model`` or ``OPENAI_MODEL`` when absent."""
     temperature: float | None = Field(default=None, ge=0, le=2)
-    """Sampling temperature; the flow's ``llm.temperature`` when absent."""
+    """Sampling temperature; the flow's ``llm.temperature`` when absent (0 for
+    ``classify`` and ``extract``)."""
+
+    @model_validator(mode="after")
+    def _fits_mode(self) -> LLMSpec:
+        if self.mode == "reply":
+            if self.labels is not None or self.fields is not None:
+                raise ValueError("`labels` need `mode: classify`, `fields` need `mode: extract`")
+            return self
+        needed = "labels" if self.mode == "classify" else "fields"
+        if getattr(self, needed) is None:
+            raise ValueError(f"`mode: {self.mode}` needs `{needed}`")
+        other = "fields" if self.mode == "classify" else "labels"
+        if getattr(self, other) is not None:
+            raise ValueError(f"`{other}` do not go with `mode: {self.mode}`")
+        for name in ("output", "reply", "until"):
+            if getattr(self, name) is not None:
+                raise ValueError(f"`{name}` is for `mode: reply`, not `mode: {self.mode}`")
+        for name in self.fields or {}:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"field {name!r} is not a variable name")
+        return self
 
 
 class LLMStep(StepBase):
@@ -87,9 +121,24 @@ class LLMStep(StepBase):
     """The variable that keeps the output (or the text, without ``output``)."""
     timeout: Timeout | None = None
     """While conversing, stop waiting after a while: ``{after: 24h, next: park}``."""
+    fail: str | None = None
+    """``classify``/``extract``: the step to go to when the model fails or
+    cannot answer (no label, a field left empty); the flow's fallback without it."""
+
+    @model_validator(mode="after")
+    def _routes(self) -> LLMStep:
+        if self.llm.mode == "classify" and self.next is not None:
+            raise ValueError("`mode: classify` routes by its `labels`; it takes no `next`")
+        if self.llm.mode != "reply" and self.timeout is not None:
+            raise ValueError(f"`mode: {self.llm.mode}` does not wait, so it has no `timeout`")
+        if self.llm.mode == "reply" and self.fail is not None:
+            raise ValueError("`fail` is for `mode: classify` and `mode: extract`")
+        return self
 
     def enter(self, context: StepContext) -> StepResult:
-        """The first turn of the step."""
+        """The first turn of the step (the only one, for ``classify`` and ``extract``)."""
+        if self.llm.mode != "reply":
+            return run_mode(self, context, _JSON_TYPES)
         context.state["turns"] = 0
         return self._turn(context)
 
@@ -118,7 +167,7 @@ class LLMStep(StepBase):
         values = context.template_context()
         request = LLMRequest(
             model=self.llm.model or context.flow.llm.model or context.default_model,
-            messages=self._messages(context, values),
+            messages=self.messages(context, values),
             temperature=(
                 self.llm.temperature
                 if self.llm.temperature is not None
@@ -158,7 +207,8 @@ class LLMStep(StepBase):
         context.state["turns"] = turns
         return self.wait(context)
 
-    def _messages(self, context: StepContext, values: dict[str, Any]) -> list[dict[str, str]]:
+    def messages(self, context: StepContext, values: dict[str, Any]) -> list[dict[str, str]]:
+        """The chat messages: the system prompt, the history, then the user turn."""
         messages: list[dict[str, str]] = []
         if self.llm.system:
             system = context.templates.render_prompt(self.llm.system, values)
@@ -184,6 +234,14 @@ class LLMStep(StepBase):
             yield TemplateUse(("llm", "until"), self.llm.until, bare=True, extra_names=output)
         yield from super().template_uses()
 
+    def targets(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """``next``, ``timeout.next``, each label's step and ``fail``."""
+        yield from super().targets()
+        for label, target in (self.llm.labels or {}).items():
+            yield ("llm", "labels", label), target
+        if self.fail:
+            yield ("fail",), self.fail
+
     def prompt_files(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
         """``system`` and ``prompt``."""
         if self.llm.system:
@@ -192,5 +250,6 @@ class LLMStep(StepBase):
             yield ("llm", "prompt"), self.llm.prompt
 
     def variables_set(self) -> set[str]:
-        """``save_as``, if any."""
-        return {self.save_as} if self.save_as else set()
+        """``save_as``, and the ``fields`` of ``mode: extract``."""
+        names = set(self.llm.fields or {})
+        return names | {self.save_as} if self.save_as else names

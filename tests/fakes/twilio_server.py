@@ -30,12 +30,19 @@ class FakeTwilio:
 
     Attributes:
         requests: ``{"path", "form"}`` of each accepted message, in order.
+        faults: HTTP statuses (429, 500, 503...) to answer the next requests
+            with, one each, before accepting again; refused requests are not
+            in `requests`.
+        attempts: How many message requests arrived, refused ones included.
     """
 
     def __init__(self, account_sid: str, auth_token: str) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.requests: list[dict[str, Any]] = []
+        self.faults: list[int] = []
+        self.attempts = 0
+        self._lock = threading.Lock()
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -75,7 +82,14 @@ class FakeTwilio:
             error = {"code": 20003, "message": "Authenticate", "status": 401}
             return self._json(error, 401)(environ, start_response)
         form = request.form.to_dict()
-        self.requests.append({"path": request.path, "form": form})
+        with self._lock:
+            self.attempts += 1
+            fault = self.faults.pop(0) if self.faults else None
+            if fault is None:
+                self.requests.append({"path": request.path, "form": form})
+        if fault is not None:
+            error = {"code": 20429 if fault == 429 else 20500, "message": "Fault", "status": fault}
+            return self._json(error, fault)(environ, start_response)
         body = form.get("Body", "")
         if len(body) > 1600:
             error = {

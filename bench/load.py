@@ -1,0 +1,452 @@
+"""Load benchmark: Parley under gunicorn and Celery, signed webhooks at a steady rate.
+
+    .venv/bin/python bench/load.py                 # 100 msg/s for 20 s, 800 ms LLM
+    .venv/bin/python bench/load.py --rate 50 --seconds 10 --llm-ms 300
+
+Starts, all on 127.0.0.1: an OpenAI-compatible fake server with a fixed
+latency and a fake Twilio REST API (tests/fakes/, in a child process), a fresh
+PostgreSQL database (``PARLEY_BENCH_POSTGRES_URL``, default the local
+server), a flushed Redis database (``PARLEY_BENCH_REDIS_URL``, default db 11),
+gunicorn web processes and Celery worker processes. It posts signed Messaging
+webhooks from N contacts at a fixed rate (open loop), waits for the replies
+and reports webhook latency, end-to-end reply latency, throughput, peak memory
+per process, and how many messages did not get exactly one reply in order.
+Then it runs the same load against `bench/bare.py` (store one row, answer
+TwiML) and reports Parley's webhook cost as a ratio to it. Bounded: at most
+500 messages per second, 120 seconds, 20,000 messages. The database is
+dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+import redis  # noqa: E402
+import requests  # noqa: E402
+from twilio.request_validator import RequestValidator  # noqa: E402
+
+BIN = Path(sys.executable).parent
+AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
+ACCOUNT_SID = "AC" + "0" * 32
+PUBLIC_BASE_URL = "https://parley.bench.example"
+OUR_NUMBER = "whatsapp:+14155238886"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "PARLEY_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("PARLEY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
+FLOWS = ROOT / "tests" / "data" / "flows_delivery"
+
+
+# -- the fake servers, in a child process so they do not share our GIL -------
+
+
+def _fakes(connection: Any, llm_seconds: float) -> None:
+    from tests.fakes.openai_server import FakeOpenAI
+    from tests.fakes.twilio_server import FakeTwilio
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log
+    with (
+        FakeOpenAI(delay_seconds=llm_seconds) as openai,
+        FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as twilio,
+    ):
+        arrivals = twilio.requests = _Arrivals()
+        connection.send((openai.base_url, twilio.base_url))
+        while True:
+            command = connection.recv()
+            if command == "count":
+                connection.send(len(arrivals))
+            elif command == "collect":
+                connection.send(list(arrivals))
+            elif command == "reset":
+                arrivals.clear()
+                connection.send(True)
+            else:
+                break
+
+
+class _Arrivals(list):
+    """FakeTwilio's request log, kept as ``(arrival time, To, Body)``."""
+
+    def append(self, item: Any) -> None:
+        form = item["form"]
+        super().append((time.time(), form.get("To", ""), form.get("Body", "")))
+
+
+# -- processes ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def gunicorn(app: str, env: dict[str, str], workers: int, threads: int) -> tuple[Any, str]:
+    port = free_port()
+    process = start(
+        [
+            str(BIN / "gunicorn"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--timeout",
+            "30",
+            app,
+        ],
+        env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"gunicorn {app} exited with {process.returncode}")
+        try:
+            if requests.get(base + "/healthz", timeout=5).ok:
+                return process, base
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"gunicorn {app} did not answer within 60 s")
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def process_tree(pid: int) -> list[int]:
+    """The pid and its descendants (Linux /proc)."""
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return pids
+    for child in children:
+        pids.extend(process_tree(int(child)))
+    return pids
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident memory (``VmHWM``) of a process, in MiB; 0 when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+# -- load --------------------------------------------------------------------
+
+
+@dataclass
+class Sent:
+    contact: str
+    number: int
+    started: float
+    latency: float = 0.0
+    status: int = 0
+
+
+@dataclass
+class Run:
+    sent: list[Sent] = field(default_factory=list)
+    started: float = 0.0
+    finished: float = 0.0
+
+
+def post(session: requests.Session, base: str, sender: str, body: str) -> int:
+    sid = "SM" + uuid.uuid4().hex
+    form = {
+        "MessageSid": sid,
+        "SmsMessageSid": sid,
+        "AccountSid": ACCOUNT_SID,
+        "From": sender,
+        "To": OUR_NUMBER,
+        "Body": body,
+        "NumMedia": "0",
+        "ProfileName": "Bench",
+    }
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(
+        PUBLIC_BASE_URL + "/twilio/messages", form
+    )
+    response = session.post(
+        base + "/twilio/messages", data=form, headers={"X-Twilio-Signature": signature}, timeout=30
+    )
+    return response.status_code
+
+
+def load(base: str, rate: float, seconds: float, contacts: int, prefix: str) -> Run:
+    """Post `rate` messages a second for `seconds`, round-robin over `contacts` (open loop)."""
+    total = int(rate * seconds)
+    local = threading.local()
+    run = Run()
+
+    def one(index: int) -> Sent:
+        session = getattr(local, "session", None)
+        if session is None:
+            session = local.session = requests.Session()
+        contact = f"whatsapp:+1555{prefix}{index % contacts:05d}"
+        item = Sent(contact=contact, number=index // contacts, started=time.time())
+        clock = time.perf_counter()
+        item.status = post(session, base, contact, f"m{item.number}")
+        item.latency = time.perf_counter() - clock
+        return item
+
+    futures = []
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        run.started = time.time()
+        origin = time.perf_counter()
+        for index in range(total):
+            delay = origin + index / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            futures.append(pool.submit(one, index))
+        run.sent = [future.result() for future in futures]
+    run.finished = time.time()
+    return run
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+# -- the benchmark -----------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=100, help="messages per second")
+    parser.add_argument("--seconds", type=float, default=20, help="how long to post")
+    parser.add_argument("--contacts", type=int, default=200, help="simulated contacts")
+    parser.add_argument("--llm-ms", type=float, default=800, help="fake LLM latency")
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
+    parser.add_argument("--worker-threads", type=int, default=40)
+    args = parser.parse_args()
+    if not (0 < args.rate <= 500 and 0 < args.seconds <= 120 and args.rate * args.seconds <= 20000):
+        parser.error("bounded: --rate <= 500, --seconds <= 120, at most 20,000 messages")
+
+    parent, child = multiprocessing.Pipe()
+    fakes = multiprocessing.Process(target=_fakes, args=(child, args.llm_ms / 1000), daemon=True)
+    fakes.start()
+    openai_url, twilio_url = parent.recv()
+
+    name = f"parley_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    database = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "DATABASE_URL": database,
+        "REDIS_URL": REDIS_URL,
+        "OPENAI_API_KEY": "sk-bench",
+        "OPENAI_BASE_URL": openai_url,
+        "OPENAI_TIMEOUT": "10",
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_API_BASE": twilio_url,
+        "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+        "FLOWS_DIR": str(FLOWS),
+        "SECRET_KEY": "bench",
+        "LOG_LEVEL": "WARNING",
+    }
+    processes: list[subprocess.Popen] = []
+    try:
+        subprocess.run(
+            [str(BIN / "flask"), "--app", "app", "db", "upgrade", "heads"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        web_env = {**env, "DATABASE_POOL_SIZE": str(args.web_threads)}
+        worker_env = {**env, "DATABASE_POOL_SIZE": str(args.worker_threads)}
+        web, base = gunicorn("app:create_app()", web_env, args.web_workers, args.web_threads)
+        processes.append(web)
+        workers = [
+            start(
+                [
+                    str(BIN / "celery"),
+                    "-A",
+                    "tasks.worker",
+                    "worker",
+                    "--pool",
+                    "threads",
+                    "--concurrency",
+                    str(args.worker_threads),
+                    "--hostname",
+                    f"bench{index}@%h",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--loglevel",
+                    "WARNING",
+                ],
+                worker_env,
+            )
+            for index in range(args.workers)
+        ]
+        processes.extend(workers)
+
+        # Warm up (connections, imports), then measure.
+        load(base, rate=20, seconds=1, contacts=20, prefix="9")
+        wait_replies(parent, 20, 60)
+        parent.send("reset")
+        parent.recv()
+
+        run = load(base, args.rate, args.seconds, args.contacts, prefix="0")
+        expected = len(run.sent)
+        wait_replies(parent, expected, 60 + 2 * args.llm_ms / 1000)
+        time.sleep(1)  # duplicates would arrive now
+        parent.send("collect")
+        arrivals = parent.recv()
+        memory = {
+            "web (gunicorn, per process)": [peak_rss_mib(pid) for pid in process_tree(web.pid)],
+            "worker (Celery, per process)": [peak_rss_mib(worker.pid) for worker in workers],
+        }
+        stop(processes)
+        processes.clear()
+
+        bare, bare_base = gunicorn(
+            "bench.bare:create_app()", env, args.web_workers, args.web_threads
+        )
+        processes.append(bare)
+        load(bare_base, rate=20, seconds=1, contacts=20, prefix="9")
+        bare_run = load(bare_base, args.rate, args.seconds, args.contacts, prefix="0")
+        stop(processes)
+        processes.clear()
+    finally:
+        stop(processes)
+        parent.send("stop")
+        fakes.join(timeout=10)
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    report(args, run, arrivals, memory, bare_run)
+
+
+def wait_replies(connection: Any, expected: int, seconds: float) -> None:
+    """Wait until `expected` replies arrived, or `seconds` passed without one more."""
+    last, since = -1, time.monotonic()
+    while time.monotonic() - since < seconds:
+        connection.send("count")
+        count = connection.recv()
+        if count >= expected:
+            return
+        if count != last:
+            last, since = count, time.monotonic()
+        time.sleep(0.2)
+
+
+def report(args: Any, run: Run, arrivals: list, memory: dict, bare_run: Run) -> None:
+    replies: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for moment, to, body in arrivals:
+        replies[to].append((moment, body))
+    end_to_end, bad = [], 0
+    sent_by_contact: dict[str, list[Sent]] = defaultdict(list)
+    for item in run.sent:
+        sent_by_contact[item.contact].append(item)
+    for contact, items in sent_by_contact.items():
+        got = [body for _, body in sorted(replies.get(contact, []))]
+        wanted = [f"got m{item.number}" for item in sorted(items, key=lambda i: i.number)]
+        for item in items:
+            times = [t for t, body in replies.get(contact, []) if body == f"got m{item.number}"]
+            if len(times) == 1:
+                end_to_end.append(times[0] - item.started)
+        if got != wanted:
+            # Count each message without exactly one reply, or answered out of order.
+            bad += sum(1 for a, b in zip(got, wanted, strict=False) if a != b)
+            bad += abs(len(got) - len(wanted))
+    errors = sum(1 for item in run.sent if item.status != 200)
+    webhook = [item.latency * 1000 for item in run.sent]
+    bare = [item.latency * 1000 for item in bare_run.sent]
+    last_reply = max((moment for moment, _, _ in arrivals), default=run.finished)
+    rows = [
+        (
+            "messages posted",
+            f"{len(run.sent)} ({args.rate:g}/s for {args.seconds:g} s, "
+            f"{args.contacts} contacts); non-200 answers: {errors}",
+        ),
+        ("LLM latency (fake)", f"{args.llm_ms:g} ms"),
+        (
+            "webhook latency p50 / p99",
+            f"{percentile(webhook, 0.5):.1f} / {percentile(webhook, 0.99):.1f} ms",
+        ),
+        (
+            "end-to-end reply p50 / p99",
+            f"{percentile(end_to_end, 0.5) * 1000:.0f} / "
+            f"{percentile(end_to_end, 0.99) * 1000:.0f} ms",
+        ),
+        ("replies per second", f"{len(arrivals) / max(1e-9, last_reply - run.started):.1f}"),
+        ("not exactly one reply in order", str(bad)),
+        (
+            "bare endpoint p50 / p99",
+            f"{percentile(bare, 0.5):.1f} / {percentile(bare, 0.99):.1f} ms",
+        ),
+        (
+            "webhook cost vs bare (p50 / p99)",
+            f"{statistics.median(webhook) / statistics.median(bare):.2f}x / "
+            f"{percentile(webhook, 0.99) / percentile(bare, 0.99):.2f}x",
+        ),
+    ]
+    for label, values in memory.items():
+        rows.append((f"peak memory, {label}", ", ".join(f"{v:.0f} MiB" for v in values if v)))
+    print(
+        f"\nParley load benchmark ({os.cpu_count()} CPUs, web {args.web_workers}x"
+        f"{args.web_threads} threads, {args.workers} workers x {args.worker_threads} threads)\n"
+    )
+    print("| measure | value |\n| --- | --- |")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

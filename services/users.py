@@ -1,0 +1,108 @@
+"""Console users: creating them, and checking a login with a lock-out.
+
+Passwords are hashed with Werkzeug's ``generate_password_hash`` (scrypt); the
+password itself is never stored nor logged. After `MAX_FAILED_LOGINS` wrong
+passwords in a row an account is locked for `LOCKOUT`, as OWASP's
+Authentication Cheat Sheet recommends ("Account Lockout").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from models.curation import ROLES, User
+from models.entities import utcnow
+
+log = logging.getLogger("parley.users")
+
+MAX_FAILED_LOGINS = 5
+LOCKOUT = dt.timedelta(minutes=15)
+MIN_PASSWORD_LENGTH = 10
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Checked when the e-mail is unknown, so that both cases take the same time.
+_DUMMY_HASH = generate_password_hash("not-a-password")
+
+
+class UserError(ValueError):
+    """A user cannot be created as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """The outcome of a login attempt.
+
+    Attributes:
+        user: The user, when the login succeeded.
+        error: Why it failed, fit to show (never says whether the e-mail exists,
+            except that a locked account says it is locked).
+    """
+
+    user: User | None
+    error: str | None = None
+
+
+def create_user(session: Session, email: str, password: str, role: str) -> User:
+    """Add a console user; the caller commits.
+
+    Raises:
+        UserError: a malformed e-mail, an unknown role, a password shorter than
+            `MIN_PASSWORD_LENGTH`, or an e-mail already taken.
+    """
+    email = email.strip().lower()
+    if not _EMAIL.match(email):
+        raise UserError(f"{email!r} is not an e-mail address")
+    if role not in ROLES:
+        raise UserError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"the password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if session.scalar(sa.select(User.id).where(User.email == email)) is not None:
+        raise UserError(f"a user {email} already exists")
+    user = User(email=email, password_hash=generate_password_hash(password), role=role)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate(session: Session, email: str, password: str) -> LoginResult:
+    """Check an e-mail and password, counting failures and locking the account.
+
+    The caller commits (failed attempts are stored too).
+    """
+    email = email.strip().lower()
+    user = session.scalars(sa.select(User).where(User.email == email)).first()
+    now = utcnow()
+    if user is None or not user.active:
+        check_password_hash(_DUMMY_HASH, password)
+        return LoginResult(None, "Wrong e-mail or password.")
+    locked_until = user.locked_until
+    if locked_until is not None and locked_until.tzinfo is None:
+        locked_until = locked_until.replace(tzinfo=dt.UTC)  # SQLite drops the zone
+    if locked_until is not None and locked_until > now:
+        minutes = max(1, int((locked_until - now).total_seconds() // 60) + 1)
+        return LoginResult(
+            None,
+            f"Too many failed attempts: this account is locked for {minutes} more minute(s).",
+        )
+    if not check_password_hash(user.password_hash, password):
+        user.failed_logins = (user.failed_logins or 0) + 1
+        log.warning("admin.login.failed user=%s failures=%s", user.id, user.failed_logins)
+        if user.failed_logins >= MAX_FAILED_LOGINS:
+            user.locked_until = now + LOCKOUT
+            user.failed_logins = 0
+            minutes = int(LOCKOUT.total_seconds() // 60)
+            return LoginResult(
+                None,
+                f"Too many failed attempts: this account is locked for {minutes} minutes.",
+            )
+        return LoginResult(None, "Wrong e-mail or password.")
+    user.failed_logins = 0
+    user.locked_until = None
+    user.last_login_at = now
+    return LoginResult(user)

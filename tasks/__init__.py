@@ -1,0 +1,154 @@
+"""Celery on Redis: queued turns (``REDIS_URL`` set) and the sweeper.
+
+`init_celery` builds one Celery app per Flask app, with the tasks bound to it
+(Flask docs, "Background Tasks with Celery"). The web process only publishes
+``parley.drain_contact(contact_id)``; workers run it::
+
+    celery -A tasks.worker worker --pool threads --concurrency 32
+
+A thread pool, since a turn mostly waits on the LLM. Tasks are acknowledged
+after they ran (``acks_late``), so a task of a worker that dies is delivered
+again once the broker's visibility timeout (``CELERY_VISIBILITY_TIMEOUT``)
+passes; the message rows make a second run harmless (services/delivery.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from celery import Celery
+from flask import Flask, current_app
+from sqlalchemy.exc import OperationalError
+
+from models import db
+from services.delivery import Dispatcher, Settings, TurnNotFinished, stalled_contacts
+from services.outbound import sender_from_config
+
+log = logging.getLogger("parley.tasks")
+
+DRAIN_TASK = "parley.drain_contact"
+#: How many times a task that found its contact busy looks again.
+BUSY_RETRIES = 2
+SWEEP_TASK = "parley.sweep"
+
+
+def init_celery(app: Flask) -> Celery | None:
+    """Register Celery with the app when ``REDIS_URL`` is set (else None: turns run inline).
+
+    The app is kept as ``app.extensions["celery"]``.
+    """
+    url = app.config.get("REDIS_URL")
+    if not url:
+        return None
+    celery = Celery("parley", broker=url, set_as_current=False)
+    celery.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue="parley",
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": int(app.config.get("CELERY_VISIBILITY_TIMEOUT") or 300),
+            "socket_connect_timeout": 2,
+            "socket_timeout": 5,
+        },
+        # A webhook must not hang on a broker outage: one quick retry, then the
+        # turn runs inline.
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        broker_connection_timeout=2,
+        beat_schedule={
+            "sweep": {
+                "task": SWEEP_TASK,
+                "schedule": float(app.config.get("SWEEP_INTERVAL_SECONDS") or 30),
+            }
+        },
+        worker_hijack_root_logger=False,
+    )
+
+    @celery.task(name=DRAIN_TASK, bind=True, max_retries=None)
+    def drain_contact(task: Any, contact_id: int) -> None:
+        """Run a contact's pending turns in order and send the replies."""
+        with app.app_context():
+            worker = dispatcher()
+            try:
+                done = worker.drain(contact_id)
+            except Exception as error:  # the rows are the record: try again later
+                db.session.rollback()
+                log.warning("task.drain.retry contact=%s reason=%r", contact_id, error)
+                raise task.retry(countdown=1 + random.random() * 4, max_retries=30) from error
+            finally:
+                if worker.sender is not None:
+                    worker.sender.close()
+                db.session.remove()
+        if not done and task.request.retries < BUSY_RETRIES:
+            # Another turn holds the contact. A draining worker looks for
+            # pending messages after each turn, so it answers ours; a look
+            # later covers a lock holder that does not drain (a timer, an
+            # inline turn), and the sweeper anything after that. Retrying at
+            # once instead would flood the queue while a contact is busy.
+            raise task.retry(countdown=1 + random.random() * 2)
+
+    @celery.task(name=SWEEP_TASK)
+    def sweep() -> int:
+        """Re-enqueue contacts whose turns or sends stalled (see `sweep`)."""
+        with app.app_context():
+            try:
+                return sweep_stalled(celery)
+            finally:
+                db.session.remove()
+
+    app.extensions["celery"] = celery
+    return celery
+
+
+def dispatcher() -> Dispatcher:
+    """A dispatcher for the current app context."""
+    turns = current_app.extensions["parley"].turns()
+    sender = sender_from_config(current_app.config)
+    return Dispatcher(db.session, turns, sender, Settings.from_config(current_app.config))
+
+
+def enqueue_drain(celery: Celery, contact_id: int, countdown: float | None = None) -> None:
+    """Publish a drain task for the contact.
+
+    Raises:
+        kombu.exceptions.OperationalError: the broker cannot be reached.
+    """
+    celery.send_task(DRAIN_TASK, args=[contact_id], countdown=countdown)
+
+
+def sweep_stalled(celery: Celery | None, grace_seconds: float | None = None) -> int:
+    """Give every stalled contact another run: queued when Celery is up, else inline.
+
+    Args:
+        celery: The Celery app, or None to run the turns here.
+        grace_seconds: Work younger than this is left alone (it is probably
+            under way); default ``SWEEP_GRACE_SECONDS``.
+
+    Returns:
+        How many contacts were re-run or re-enqueued.
+    """
+    if grace_seconds is None:
+        grace_seconds = float(current_app.config.get("SWEEP_GRACE_SECONDS") or 60)
+    contacts = stalled_contacts(db.session, grace_seconds)
+    for contact_id in contacts:
+        log.warning("sweep.stalled contact=%s", contact_id)
+        if celery is not None:
+            try:
+                enqueue_drain(celery, contact_id)
+                continue
+            except Exception:  # the broker is down: do it here
+                log.exception("sweep.enqueue_failed contact=%s", contact_id)
+        worker = dispatcher()
+        try:
+            worker.drain(contact_id)
+        except (OperationalError, TurnNotFinished):
+            db.session.rollback()
+            log.exception("sweep.drain_failed contact=%s", contact_id)
+        finally:
+            if worker.sender is not None:
+                worker.sender.close()
+    return len(contacts)

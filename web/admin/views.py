@@ -1,0 +1,210 @@
+"""Transcripts and their curation: list, search, read, redact, summarise, publish."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import sqlalchemy as sa
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response
+
+from models import db
+from models.curation import AuditEvent, Curation
+from models.entities import Contact, Conversation
+from services import transcripts
+from services.curation import CurationError, Curator
+from web.admin import bp, requires
+
+log = logging.getLogger("parley.web.admin")
+
+
+def _date(name: str) -> dt.date | None:
+    value = request.args.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        abort(400, description=f"{name}: use a date as YYYY-MM-DD, not {value!r}")
+
+
+def _int(value: str | None, name: str) -> int | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        abort(400, description=f"{name}: {value!r} is not a number")
+
+
+def _filters() -> transcripts.Filters:
+    args = request.args
+    published = {"yes": True, "no": False}.get(args.get("published", ""))
+    return transcripts.Filters(
+        query=args.get("q", ""),
+        flow=args.get("flow", ""),
+        step=args.get("step", ""),
+        channel=args.get("channel", ""),
+        tag=args.get("tag", ""),
+        rating=_int(args.get("rating"), "rating"),
+        published=published,
+        since=_date("since"),
+        until=_date("until"),
+        page=_int(args.get("page"), "page") or 1,
+    )
+
+
+def _curator() -> Curator:
+    return Curator(
+        db.session, current_user.email, current_app.config.get("REDACTION_REGION") or "US"
+    )
+
+
+@bp.get("/")
+@requires("agent")
+def index() -> Response:
+    """The console's home: the conversations."""
+    return redirect(url_for("admin.conversations"))
+
+
+@bp.get("/conversations")
+@requires("agent")
+def conversations() -> str:
+    """Search and filter conversations."""
+    filters = _filters()
+    page = transcripts.search(db.session, filters)
+    options = transcripts.choices(db.session)
+    args = {key: value for key, value in request.args.items() if key != "page"}
+    return render_template(
+        "admin/conversations.html", page=page, filters=filters, options=options, args=args
+    )
+
+
+@bp.get("/conversations/<int:conversation_id>")
+@requires("agent")
+def conversation(conversation_id: int) -> str:
+    """A transcript, with its curation for curators."""
+    return _render_conversation(conversation_id)
+
+
+def _render_conversation(conversation_id: int, draft: dict | None = None, status: int = 200):
+    row = db.session.get(Conversation, conversation_id)
+    if row is None:
+        abort(404, description=f"no conversation {conversation_id}")
+    contact = db.session.get(Contact, row.contact_id)
+    curator = _curator()
+    suggestions = curator.suggestions(conversation_id)
+    curation = db.session.get(Curation, conversation_id)
+    tags = transcripts.tags_of(db.session, [conversation_id]).get(conversation_id, [])
+    events = db.session.scalars(
+        sa.select(AuditEvent)
+        .where(AuditEvent.conversation_id == conversation_id)
+        .order_by(AuditEvent.id.desc())
+        .limit(20)
+    ).all()
+    body = render_template(
+        "admin/conversation.html",
+        conversation=row,
+        contact=contact,
+        suggestions=suggestions,
+        curation=curation,
+        tags=tags,
+        draft=draft,
+        events=events,
+    )
+    return body, status
+
+
+def _curate(conversation_id: int, change) -> Response:
+    """Run one curation change, commit it, and go back to the conversation."""
+    try:
+        message = change(_curator())
+        db.session.commit()
+        if message:
+            flash(message, "ok")
+    except CurationError as error:
+        db.session.rollback()
+        flash(str(error), "error")
+    return redirect(url_for("admin.conversation", conversation_id=conversation_id))
+
+
+@bp.post("/conversations/<int:conversation_id>/redactions")
+@requires("curator")
+def redact(conversation_id: int) -> Response:
+    """Accept the suggestions (all messages, or one) or store an edited text."""
+    form = request.form
+    message_id = _int(form.get("message_id"), "message_id")
+    if message_id is None:
+        return _curate(
+            conversation_id,
+            lambda c: f"Accepted suggestions for {c.accept_all(conversation_id)} message(s).",
+        )
+    text = form.get("text") if form.get("action") == "save" else None
+    return _curate(
+        conversation_id,
+        lambda c: c.redact_message(conversation_id, message_id, text) or "Redaction saved.",
+    )
+
+
+@bp.post("/conversations/<int:conversation_id>/summary")
+@requires("curator")
+def summary(conversation_id: int) -> Response | tuple[str, int]:
+    """Save the summary, or (``action=draft``) show an LLM draft to approve."""
+    form = request.form
+    if form.get("action") == "draft":
+        parley = current_app.extensions["parley"]
+        try:
+            draft = _curator().draft_summary(
+                conversation_id, parley.runner.llm, current_app.config["OPENAI_MODEL"]
+            )
+        except CurationError as error:
+            db.session.rollback()
+            flash(str(error), "error")
+            return redirect(url_for("admin.conversation", conversation_id=conversation_id))
+        flash("Draft written by the LLM: check it, edit it, then save.", "ok")
+        return _render_conversation(conversation_id, draft=draft)
+    return _curate(
+        conversation_id,
+        lambda c: (
+            c.set_summary(
+                conversation_id,
+                form.get("question", ""),
+                form.get("answer", ""),
+                form.get("teaser", ""),
+            )
+            or "Summary saved."
+        ),
+    )
+
+
+@bp.post("/conversations/<int:conversation_id>/labels")
+@requires("curator")
+def labels(conversation_id: int) -> Response:
+    """Save the tags (comma-separated) and the rating."""
+    form = request.form
+    tags = form.get("tags", "").split(",")
+    rating = _int(form.get("rating"), "rating")
+
+    def change(curator: Curator) -> str:
+        curator.set_tags(conversation_id, tags)
+        curator.set_rating(conversation_id, rating)
+        return "Tags and rating saved."
+
+    return _curate(conversation_id, change)
+
+
+@bp.post("/conversations/<int:conversation_id>/publish")
+@requires("curator")
+def publish(conversation_id: int) -> Response:
+    """Publish (``action=publish``) or unpublish the conversation."""
+    if request.form.get("action") == "unpublish":
+        return _curate(conversation_id, lambda c: c.unpublish(conversation_id) or "Unpublished.")
+
+    def change(curator: Curator) -> str:
+        filled = curator.publish(conversation_id)
+        note = f" ({filled} message(s) redacted from the suggestions)" if filled else ""
+        return "Published" + note + "."
+
+    return _curate(conversation_id, change)

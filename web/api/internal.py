@@ -1,0 +1,138 @@
+"""The internal API, behind ``INTERNAL_API_TOKEN`` (``Authorization: Bearer <token>``).
+
+``POST /api/v1/contacts.recent-messages`` answers a contact's recent messages
+grouped by conversation, in the shape of Airy's ``contacts``/``messages``
+endpoints: each conversation carries its own ``pagination_data.next_cursor``,
+passed back in ``cursors`` for its older messages. Unlike the public API these
+are the original texts: the token must stay on servers.
+
+401 without the right token, 503 while the token is not configured, 400 for a
+malformed body, 404 for an unknown contact.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+import sqlalchemy as sa
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from pydantic import ValidationError
+
+from integrations.twilio import parse_address
+from models import db
+from models.entities import Contact, Conversation, Message
+from web.api import schemas
+
+log = logging.getLogger("parley.web.api")
+
+bp = Blueprint("internal_api", __name__, url_prefix="/api/v1")
+
+
+def _error(status: int, reason: str) -> ResponseReturnValue:
+    return jsonify(schemas.Error(error=reason).model_dump()), status
+
+
+def _refused() -> ResponseReturnValue | None:
+    expected = current_app.config.get("INTERNAL_API_TOKEN")
+    if not expected:
+        log.error("api.token.unconfigured: INTERNAL_API_TOKEN is not set")
+        return _error(503, "INTERNAL_API_TOKEN is not set on the server")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.encode(), str(expected).encode()
+    ):
+        log.warning("api.token.refused path=%s", request.path)
+        body, status = _error(401, "missing or wrong token (Authorization: Bearer <token>)")
+        return body, status, {"WWW-Authenticate": 'Bearer realm="parley-api"'}
+    return None
+
+
+def _sender(author: str) -> schemas.Sender:
+    kind, _, agent_id = author.partition(":")
+    if kind not in ("contact", "bot", "agent", "system"):
+        kind = "system"
+    return schemas.Sender(type=kind, id=agent_id or None)  # type: ignore[arg-type]
+
+
+def _contact_id(payload: schemas.RecentMessagesRequest) -> int | None:
+    if payload.contact_id is not None:
+        return db.session.scalar(sa.select(Contact.id).where(Contact.id == payload.contact_id))
+    _, phone = parse_address((payload.phone or "").strip())
+    return db.session.scalar(sa.select(Contact.id).where(Contact.phone == phone))
+
+
+@bp.post("/contacts.recent-messages")
+def recent_messages() -> ResponseReturnValue:
+    """A contact's recent messages, grouped by conversation, newest first."""
+    refused = _refused()
+    if refused is not None:
+        return refused
+    try:
+        payload = schemas.RecentMessagesRequest.model_validate(request.get_json(silent=True))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()
+        )
+        return _error(400, f"bad request body: {problems}")
+    if (payload.contact_id is None) == (payload.phone is None):
+        return _error(400, "give exactly one of contact_id or phone")
+    for key, value in payload.cursors.items():
+        if not key.isdigit() or not value.isdigit():
+            return _error(400, f"cursors: {key!r}: {value!r} is not a cursor this API gave")
+    try:
+        contact_id = _contact_id(payload)
+    except ValueError as error:
+        return _error(400, f"phone: {error}")
+    if contact_id is None:
+        db.session.rollback()
+        return _error(404, "no such contact")
+
+    query = sa.select(Conversation).where(Conversation.contact_id == contact_id)
+    if payload.source:
+        query = query.where(Conversation.channel == payload.source)
+    conversations = db.session.scalars(
+        query.order_by(Conversation.last_message_at.desc(), Conversation.id.desc())
+    ).all()
+    groups = []
+    for conversation in conversations:
+        condition = [Message.conversation_id == conversation.id]
+        cursor = payload.cursors.get(str(conversation.id))
+        if cursor:
+            condition.append(Message.id < int(cursor))
+        rows = db.session.scalars(
+            sa.select(Message)
+            .where(*condition)
+            .order_by(Message.id.desc())
+            .limit(payload.page_size + 1)
+        ).all()
+        more = len(rows) > payload.page_size
+        rows = rows[: payload.page_size]
+        groups.append(
+            schemas.ConversationMessages(
+                conversation_id=conversation.id,
+                source=conversation.channel,  # type: ignore[arg-type]
+                messages=[
+                    schemas.InternalMessage(
+                        id=row.id,
+                        content=row.body,
+                        from_contact=row.direction == "inbound",
+                        sender=_sender(row.author),
+                        delivery_state=row.status,
+                        sent_at=row.created_at,
+                        flow_id=row.flow_id,
+                        step_id=row.step_id,
+                    )
+                    for row in rows
+                ],
+                pagination_data=schemas.PaginationData(
+                    next_cursor=str(rows[-1].id) if more and rows else None,
+                    page_size=payload.page_size,
+                ),
+            )
+        )
+    db.session.rollback()
+    body = schemas.RecentMessagesResponse(contact_id=contact_id, data=groups)
+    return jsonify(body.model_dump(mode="json"))
