@@ -14,13 +14,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, nodes
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.operators import OPERATORS
 
 #: The names every template may use (DESIGN.md, "Flow YAML").
 CONTEXT_NAMES = frozenset({"contact", "vars", "input", "steps", "flow", "now"})
+
+#: Compiled flow strings kept per Templates (flow files hold a bounded set).
+_CACHE_LIMIT = 4096
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
 
@@ -52,6 +55,8 @@ class Templates:
         self, prompts_dir: Path | None = None, env_names: frozenset[str] = frozenset()
     ) -> None:
         self.prompts_dir = prompts_dir
+        self._cache: dict[str, Template] = {}
+        self._expressions: dict[str, Any] = {}
         self.env_names = env_names
         self.env = ImmutableSandboxedEnvironment(
             undefined=StrictUndefined,
@@ -62,6 +67,20 @@ class Templates:
         # Studio's Split Based On operators: `vars.area is matches_any_of(['sleep'])`.
         self.env.tests.update(OPERATORS)
 
+    def _compiled(self, source: str) -> Template:
+        """The compiled template of a flow string, compiled once per process.
+
+        Flow strings come from flow files (a bounded set), so the cache does
+        not grow with traffic; compiling on every render cost a turn more CPU
+        than the rest of the engine together.
+        """
+        template = self._cache.get(source)
+        if template is None:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            template = self._cache[source] = self.env.from_string(source)
+        return template
+
     def render(self, source: str, context: Mapping[str, Any]) -> str:
         """Render a template string.
 
@@ -69,7 +88,7 @@ class Templates:
             TemplateFailure: a syntax error or an undefined name.
         """
         try:
-            return self.env.from_string(source).render(context)
+            return self._compiled(source).render(context)
         except Exception as error:  # a template may raise anything: `{{ 1 / 0 }}`
             raise TemplateFailure(source, _reason(error)) from error
 
@@ -103,7 +122,13 @@ class Templates:
         if expression is None:
             return self.render(source, context)
         try:
-            value = self.env.compile_expression(expression, undefined_to_none=False)(**context)
+            compiled = self._expressions.get(expression)
+            if compiled is None:
+                if len(self._expressions) >= _CACHE_LIMIT:
+                    self._expressions.clear()
+                compiled = self.env.compile_expression(expression, undefined_to_none=False)
+                self._expressions[expression] = compiled
+            value = compiled(**context)
         except Exception as error:  # a template may raise anything: `{{ 1 / 0 }}`
             raise TemplateFailure(source, _reason(error)) from error
         if isinstance(value, StrictUndefined):
