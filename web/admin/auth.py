@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from flask import redirect, render_template, request, url_for
+import sqlalchemy as sa
+from flask import abort, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
 from models import db
-from services.users import authenticate
+from models.curation import User
+from services.users import UserError, authenticate, create_user
 from web.admin import ConsoleUser, bp
 
 log = logging.getLogger("parley.web.admin")
@@ -25,11 +27,47 @@ def _safe_next(target: str | None) -> str:
     return url_for("admin.conversations")
 
 
+def first_run() -> bool:
+    """No console user exists yet, and the request comes from this machine.
+
+    Only then may ``/admin/setup`` create the first admin: on a laptop after
+    ``make run`` that is the person at the keyboard. Behind a proxy (a
+    forwarded request) or once any user exists, accounts are made with
+    ``flask users create`` only.
+    """
+    local = request.remote_addr in {"127.0.0.1", "::1"}
+    forwarded = "X-Forwarded-For" in request.headers or "Forwarded" in request.headers
+    if not local or forwarded:
+        return False
+    return db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 0
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+def setup() -> Response | tuple[str, int] | str:
+    """Create the first admin account, on this machine only, while there is none."""
+    if not first_run():
+        abort(404)
+    email = request.form.get("email", "")
+    if request.method == "GET":
+        return render_template("admin/setup.html", error=None, email="")
+    try:
+        user = create_user(db.session, email, request.form.get("password", ""), "admin")
+    except UserError as error:
+        db.session.rollback()
+        return render_template("admin/setup.html", error=str(error), email=email), 400
+    db.session.commit()
+    login_user(ConsoleUser(user.id, user.email, user.role))
+    log.info("admin.setup first admin created user=%s", user.id)
+    return redirect(_safe_next(request.args.get("next")))
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | tuple[str, int] | str:
     """The login form; on success, back to the page asked for."""
     if current_user.is_authenticated and request.method == "GET":
         return redirect(url_for("admin.conversations"))
+    if request.method == "GET" and first_run():
+        return redirect(url_for("admin.setup", next=request.args.get("next")))
     if request.method == "GET":
         return render_template("admin/login.html", error=None, email="")
     email = request.form.get("email", "")
