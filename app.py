@@ -25,12 +25,14 @@ from engine.runner import Runner
 from engine.templating import Templates
 from engine.validate import load_flows
 from integrations.http import HttpxHTTP, allowed_env, env_names
+from integrations.liquid import install as install_liquid
 from integrations.openai import llm_from_config
 from integrations.twilio import split_body
 from models import db, init_db
 from services.billing import Billing, SqlEntitlements, validate_billing_config
 from services.erasure import delete_my_data
 from services.flow_runtime import init_runtime
+from services.handover_routing import closed_note, human_request
 from services.outbound import send_stored, sender_from_config
 from services.responders import billing_keyword
 from services.turns import Turns
@@ -72,15 +74,30 @@ class Parley:
         if self.flow_error is not None:
             raise self.flow_error
         billing = Billing(db.session, current_app.config)
-        return Turns(
+        turns = Turns(
             db.session,
             self.runner,
             split_body,
             entitlements=SqlEntitlements(billing),
             responders=current_app.extensions["parley_runtime"].responders(
-                self, [billing_keyword(billing), delete_my_data(db.session, current_app.config)]
+                self,
+                [
+                    billing_keyword(billing),
+                    delete_my_data(db.session, current_app.config),
+                    human_request(
+                        db.session,
+                        current_app.config,
+                        current_app.extensions["parley_runtime"].settings.after_hours,
+                        self.runner.clock,
+                    ),
+                ],
             ),
         )
+        turns.handover_queue = current_app.config.get("HANDOVER_QUEUE") or "support"
+        hours = current_app.extensions["parley_runtime"].settings.after_hours
+        config, clock = current_app.config, self.runner.clock
+        turns.handover_note = lambda: closed_note(config, hours, clock)
+        return turns
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -133,6 +150,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 def _load_parley(app: Flask) -> Parley:
     allowlist = app.config.get("HTTP_ENV_ALLOWLIST")
     templates = Templates(Path(app.config["PROMPTS_DIR"]), env_names=env_names(allowlist))
+    install_liquid(templates)  # Studio's Liquid in imported flows (integrations/liquid.py)
     llm = llm_from_config(app.config)
     flow_error = None
     try:

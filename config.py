@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "STRIPE_API_BASE": None,
     "BILLING_KEYWORD": "billing",
     "STUDIO_TOKEN": None,
+    # Seconds an LLM call may take in a Studio step endpoint (one attempt; Studio waits 10 s).
+    "STUDIO_LLM_TIMEOUT": "7",
     # Environment variables `http` steps may read as {{ env.NAME }} (names, comma-separated).
     "HTTP_ENV_ALLOWLIST": None,
     # Admin console and APIs (web/admin/, web/api/).
@@ -56,6 +58,22 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_GRACE_SECONDS": "60",
     "SWEEP_INTERVAL_SECONDS": "30",
     "TURN_DEBOUNCE_MS": "0",
+    # Human handover (services/handover.py): what a contact writes to ask for a
+    # person (comma-separated, whole message, any case), the queue it goes to,
+    # what the contact is told, and how long a handover waits for an agent.
+    "HANDOVER_PHRASES": "agent,human",
+    "HANDOVER_QUEUE": "support",
+    "HANDOVER_MESSAGE": "Connecting you with a person. Someone will answer here shortly.",
+    "HANDOVER_CONFIRM_SECONDS": "300",
+    "HANDOVER_EXPIRED_MESSAGE": "Nobody is free right now, so I'll carry on. Ask again any time.",
+    "HANDOVER_EXPIRED_TO": "bot",
+    "HANDOVER_CLOSED_MESSAGE": "Our team is away now; someone will answer from {opening}.",
+    # Agent apps (services/handover_hooks.py, web/agent_api.py): signed webhooks and API.
+    "AGENT_WEBHOOK_URL": None,
+    "AGENT_WEBHOOK_SECRET": None,
+    "AGENT_WEBHOOK_DEADLINE": "10",
+    "AGENT_WEBHOOK_BACKOFF": "0.5",
+    "AGENT_API_TOKEN": None,
 }
 
 #: Settings whose values must never be printed.
@@ -70,6 +88,8 @@ SECRETS = frozenset(
         "STUDIO_TOKEN",
         "INTERNAL_API_TOKEN",
         "REDIS_URL",
+        "AGENT_WEBHOOK_SECRET",
+        "AGENT_API_TOKEN",
     }
 )
 

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from config import ConfigError
 from engine.templating import Templates
 from integrations.http import env_names
+from integrations.liquid import install as install_liquid
 from integrations.twilio import parse_address
 from models import db
 from services.billing import Billing, missing_stripe_settings
@@ -35,9 +36,11 @@ def validate_command(path: Path | None) -> None:
     """
     from cli.flows_design import report_problems, validate_path
 
-    templates = Templates(
-        Path(current_app.config["PROMPTS_DIR"]),
-        env_names=env_names(current_app.config.get("HTTP_ENV_ALLOWLIST")),
+    templates = install_liquid(
+        Templates(
+            Path(current_app.config["PROMPTS_DIR"]),
+            env_names=env_names(current_app.config.get("HTTP_ENV_ALLOWLIST")),
+        )
     )
     target = path or Path(current_app.config["FLOWS_DIR"])
     report_problems(*validate_path(target, templates))
@@ -188,6 +191,12 @@ def register_commands(app: Flask) -> None:
     from cli.delivery import delivery_cli
 
     app.cli.add_command(delivery_cli)
+    from cli.handover import handover_cli
+
+    app.cli.add_command(handover_cli)
+    from cli.studio import studio_cli
+
+    app.cli.add_command(studio_cli)
     app.cli.add_command(flows_cli)
     app.cli.add_command(chat_command)
     app.cli.add_command(paywall_cli)

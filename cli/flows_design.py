@@ -197,7 +197,7 @@ def test_command(path: Path | None, flows_dir: Path | None, verbose: bool) -> No
     runner = parley.runner
     try:
         if flows_dir is not None:
-            flows = load_flows(flows_dir, Templates(Path(config["PROMPTS_DIR"])))
+            flows = load_flows(flows_dir, runner.templates)  # with the app's filters
             runner = dataclasses.replace(runner, flows=flows)
         elif parley.flow_error is not None:
             raise parley.flow_error

@@ -12,6 +12,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError
 
 from models import db
+from services.handover_expiry import expire_due_handovers
 from services.outbound import send_stored, sender_from_config
 from services.timers import TickReport, tick
 from services.versions import stored_versions, waiting_by_step
@@ -39,6 +40,7 @@ def run_tick(now: dt.datetime) -> TickReport:
     turns = parley.turns()
     sender = sender_from_config(current_app.config)
     try:
+        expire_due_handovers(now, sender)  # a handover nobody accepted: back to the bot
         return tick(turns, now, send=lambda ids: send_stored(db.session, sender, ids))
     finally:
         if sender is not None:

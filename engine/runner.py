@@ -36,6 +36,9 @@ from engine.templating import TemplateFailure, Templates
 
 log = logging.getLogger("parley.engine")
 
+#: Statuses of an execution that is over.
+_CLOSED = ("ended", "failed")
+
 #: More steps than this in one turn is a loop in the flow, not a conversation.
 MAX_STEPS_PER_TURN = 50
 
@@ -111,6 +114,7 @@ class Runner:
         history: Callable[[int], list[HistoryMessage]],
         flow_id: str | None = None,
         entitlements: Entitlements | None = None,
+        variables: Mapping[str, object] | None = None,
     ) -> TurnResult:
         """Advance `execution` with `inbound`, or start a flow for it.
 
@@ -122,6 +126,8 @@ class Runner:
             flow_id: Run this flow: an execution of another flow is ended and
                 this one started (``flask chat FLOW``); None to follow triggers.
             entitlements: Who may pass paywalls; everyone when None.
+            variables: A flow started here starts with these ``vars`` over its
+                own ``variables`` (as ``call ... with:``; ``POST /api/v1/executions``).
 
         Returns:
             The execution as it now stands and the replies. A failing step does
@@ -163,7 +169,7 @@ class Runner:
                 flow_id=flow.id,
                 flow_version=flow.version,
                 current_step=flow.start,
-                variables=dict(flow.variables),
+                variables={**flow.variables, **(variables or {})},
             )
             result.execution = execution
             result.started = True
@@ -221,6 +227,109 @@ class Runner:
         execution.current_step = timeout.next
         execution.step_state = {}
         execution.wait_deadline = None
+        context = self._context(flow, execution, contact, None, history, result, entitlements)
+        try:
+            self._run(flow, context, result, resume=False)
+        except (StepError, TemplateFailure) as error:
+            self._fail(flow, context, result, _as_step_error(error, context.step_id))
+        return result
+
+    def run_step(
+        self,
+        execution: ExecutionState | None,
+        flow_id: str,
+        step_id: str,
+        inbound: InboundMessage | None,
+        contact: Contact,
+        history: Callable[[int], list[HistoryMessage]],
+        entitlements: Entitlements | None = None,
+        variables: Mapping[str, object] | None = None,
+    ) -> TurnResult:
+        """Run one named step and stop there (a Twilio Studio step endpoint).
+
+        Whatever the step leads to is not run: the caller (Studio) decides. A
+        step the execution waits at is resumed with `inbound`; any other is
+        entered with it.
+
+        Args:
+            execution: The contact's open execution; a new one of `flow_id` is
+                started when it is None, ended or of another flow.
+            flow_id: The flow.
+            step_id: The step to run.
+            inbound: The contact's text (``Body``), or None.
+            contact: Who it is for.
+            history: ``history(n)``: the last n messages.
+            entitlements: Who may pass paywalls; everyone when None.
+            variables: Set in the execution's ``vars`` before the step runs.
+
+        Returns:
+            The turn. Its execution stands at the step the run leads to
+            (status ``active``), still at `step_id` when the step waits for an
+            answer (``waiting``), or has ended. A failing step answers with the
+            flow's fallback, as in `run_turn`.
+
+        Raises:
+            KeyError: no such flow or step (the message names it).
+        """
+        flow = self.flows.get(flow_id)
+        if flow is None or step_id not in flow.steps:
+            what = f"flow {flow_id!r}" if flow is None else f"step {step_id!r} in {flow_id!r}"
+            raise KeyError(f"no {what}")
+        result = TurnResult(execution=execution)
+        if execution is None or execution.flow_id != flow_id or execution.status in _CLOSED:
+            execution = ExecutionState(
+                flow_id=flow.id,
+                flow_version=flow.version,
+                current_step=step_id,
+                variables=dict(flow.variables),
+            )
+            result.execution, result.started = execution, True
+        execution.variables.update(variables or {})
+        resume = execution.status == "waiting" and execution.current_step == step_id
+        if not resume:
+            execution.current_step, execution.step_state = step_id, {}
+        context = self._context(flow, execution, contact, inbound, history, result, entitlements)
+        step = flow.steps[step_id]
+        try:
+            result.steps.append(step_id)
+            outcome = step.resume(context) if resume else step.enter(context)
+            if isinstance(outcome, Jump):
+                raise StepError(step_id, "call and goto steps cannot run one step at a time")
+            # Studio keeps the time (its widget's own timeout): no Parley timer fires.
+            execution.wait_deadline = None
+            if isinstance(outcome, Wait):
+                execution.status = "waiting"
+                return result
+            target = None
+            if isinstance(outcome, Continue):
+                target = outcome.target or resolve_next(step.next, context)
+            execution.step_state = {}
+            if target is None:
+                execution.status = "ended"
+            else:
+                execution.status, execution.current_step = "active", target
+        except (StepError, TemplateFailure) as error:
+            self._fail(flow, context, result, _as_step_error(error, step_id))
+        return result
+
+    def enter_step(
+        self,
+        execution: ExecutionState,
+        step_id: str,
+        contact: Contact,
+        history: Callable[[int], list[HistoryMessage]],
+        entitlements: Entitlements | None = None,
+    ) -> TurnResult:
+        """Enter `step_id` afresh with no inbound message (an agent handed back there).
+
+        Raises:
+            KeyError: the execution's flow is not loaded or has no such step.
+        """
+        result = TurnResult(execution=execution)
+        flow = self.flows.resolve(execution)[0]
+        if flow is None or step_id not in flow.steps:
+            raise KeyError(f"flow {execution.flow_id!r} has no step {step_id!r}")
+        execution.current_step, execution.step_state, execution.wait_deadline = step_id, {}, None
         context = self._context(flow, execution, contact, None, history, result, entitlements)
         try:
             self._run(flow, context, result, resume=False)

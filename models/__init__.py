@@ -25,7 +25,9 @@ from models.billing import (
 from models.curation import AuditEvent, ConversationTag, Curation, RedactedMessage, User
 from models.delivery import Delivery
 from models.entities import OPEN_STATUSES, Base, Contact, Conversation, Execution, Message
+from models.handover import AgentPresence, ControlEvent
 from models.runtime import FlowVersion, OptOut
+from models.studio import ExecutionRequest
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
@@ -69,9 +71,11 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 
 __all__ = [
     "OPEN_STATUSES",
+    "AgentPresence",
     "AuditEvent",
     "Base",
     "Contact",
+    "ControlEvent",
     "Conversation",
     "ConversationTag",
     "Curation",
@@ -79,6 +83,7 @@ __all__ = [
     "Entitlement",
     "EntitlementChange",
     "Execution",
+    "ExecutionRequest",
     "FlowVersion",
     "Message",
     "OptOut",

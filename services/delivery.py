@@ -64,6 +64,7 @@ from integrations.twilio import DEFAULT_SEND_TIMEOUT, TwilioSender
 from models import Contact, Conversation, Delivery, Message
 from models.entities import utcnow
 from models.store import SqlStore, StoredInbound
+from services.handover import bot_may_send
 from services.optout import may_send
 from services.outbound import contact_address
 from services.turns import Incoming, Turns
@@ -374,6 +375,8 @@ class Dispatcher:
         skip, status = None, "failed"
         if not may_send(self.session, contact.id, message.body):
             skip, status = "canceled: the contact opted out", "canceled"
+        elif not bot_may_send(self.session, conversation, message):
+            skip, status = "canceled: an agent has the conversation", "canceled"
         elif self.sender is None:
             skip = "Twilio is not configured (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)"
         elif conversation.channel == "whatsapp" and not window_open(

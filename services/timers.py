@@ -29,6 +29,7 @@ from engine.ports import Contact, ExecutionState
 from models.entities import Contact as ContactRow
 from models.entities import Conversation, Execution, Message
 from models.store import OutboundPart, SqlStore, StoredInbound
+from services.handover_routing import flow_handover
 from services.turns import Turns
 
 log = logging.getLogger("parley.timers")
@@ -151,6 +152,8 @@ def fire(turns: Turns, execution_id: int, contact_id: int, now: dt.datetime) -> 
             execution.wait_deadline = None
         error = result.error.reason if result.error else None
         store.save_execution(contact_id, execution, error)
+        # A timeout that leads to a `handover` step hands over as a turn does.
+        flow_handover(session, conversation.id, execution, turns.handover_queue)
         parts = [
             OutboundPart(
                 body=body,

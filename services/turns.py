@@ -20,7 +20,10 @@ from sqlalchemy.orm import Session
 from engine.flow import DEFAULT_FALLBACK
 from engine.ports import Channel, Contact, Entitlements, ExecutionState, InboundMessage, Reply
 from engine.runner import Runner, TurnResult
+from models.entities import Message
 from models.store import OutboundPart, SqlStore, StoredInbound
+from services.handover import announce_message
+from services.handover_routing import flow_handover
 
 log = logging.getLogger("parley.turns")
 
@@ -120,6 +123,10 @@ class Turns:
         #: out in the webhook's TwiML, ``pending`` when a worker sends them
         #: (services/delivery.py).
         self.outbound_status = "queued"
+        #: Where a ``handover`` step goes when its agent is unknown or none is available.
+        self.handover_queue = "support"
+        #: The note for a contact handed over outside the agents' hours, or None.
+        self.handover_note: Callable[[], str | None] | None = None
 
     def handle(self, incoming: Incoming, flow_id: str | None = None) -> TurnOutcome:
         """Store an inbound message, then run its turn.
@@ -167,6 +174,7 @@ class Turns:
             contact_row = store.lock_contact(stored.contact_id)
             if store.controller(stored.conversation_id) != "bot":
                 store.finish_inbound(stored.message_id, "skipped", None, None)
+                announce_message(self.session, self.session.get_one(Message, stored.message_id))
                 self.session.commit()
                 return TurnOutcome(message_id=stored.message_id)
             contact = Contact(
@@ -217,6 +225,21 @@ class Turns:
                 flow_id=flow_id,
                 status=self.outbound_status,
             )
+            if result.execution is not None:  # a `handover` step: the bot goes silent
+                event = flow_handover(
+                    self.session, stored.conversation_id, result.execution, self.handover_queue
+                )
+                note = self.handover_note() if event is not None and self.handover_note else None
+                if note:  # outside the agents' hours: say when someone will answer
+                    extra = [OutboundPart(body=note, author="system")]
+                    store.store_outbound(
+                        stored,
+                        extra,
+                        execution_id=execution_id,
+                        flow_id=flow_id,
+                        status=self.outbound_status,
+                    )
+                    parts = [*parts, *extra]
             store.finish_inbound(
                 stored.message_id, "failed" if error else "done", execution_id, flow_id
             )

@@ -16,6 +16,7 @@ from engine.steps.branch import BranchStep
 from engine.steps.call import CallStep
 from engine.steps.end import EndStep
 from engine.steps.goto import GotoStep
+from engine.steps.handover import HandoverStep
 from engine.steps.http import HTTPStep
 from engine.steps.llm import LLMStep
 from engine.steps.paywall import PaywallStep
@@ -33,6 +34,7 @@ STEP_KINDS: tuple[type[StepBase], ...] = (
     CallStep,
     GotoStep,
     EndStep,
+    HandoverStep,
 )
 KIND_NAMES: tuple[str, ...] = tuple(kind.kind for kind in STEP_KINDS)
 

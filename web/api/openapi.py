@@ -161,6 +161,12 @@ def document() -> dict[str, Any]:
             }
         },
     }
+    from web.agent_api import openapi_paths  # the agent apps' API (human handover)
+
+    paths.update(openapi_paths())
+    from web.studio_api import openapi_paths as studio_paths  # POST /api/v1/executions
+
+    paths.update(studio_paths())
     return {
         "openapi": "3.1.0",
         "info": {

@@ -1,0 +1,109 @@
+"""Handovers nobody accepted in time: to the next available agent, or back to the bot.
+
+The ``clock`` process (`cli.runtime.run_tick`) and ``flask handover expire``
+run `expire_due_handovers` with the app's settings.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.orm import Session
+
+from models import db
+from models.entities import Conversation
+from models.store import OutboundPart
+from services.handover import BOT, _last_event, _lock, _record, _store, events, handback
+from services.handover_routing import next_available
+from services.outbound import send_stored
+
+#: ``pick(session, tried)``: the next agent (``agent:<id>``) for a handover
+#: nobody accepted, not one of `tried`; None when nobody else is available.
+PickAgent = Callable[[Session, set[str]], "str | None"]
+
+
+def expire_handovers(
+    session: Session,
+    now: dt.datetime,
+    confirm_seconds: float,
+    message: str,
+    pick: PickAgent | None = None,
+) -> tuple[int, list[int]]:
+    """Deal with every handover nobody accepted within `confirm_seconds`.
+
+    With `pick`, it goes to the next available agent (a new ``handover``
+    event by ``system``, whose wait starts afresh); when there is none, or
+    without `pick`, back to the bot: a ``handover_expired`` event, the paused
+    execution resumes, and the contact is told `message`. Each conversation
+    is checked again under its lock, so one accepted meanwhile stays accepted.
+
+    Returns:
+        How many handovers went back to the bot, and the outbound message ids
+        stored (to send).
+    """
+    cutoff = now - dt.timedelta(seconds=confirm_seconds)
+    candidates = session.scalars(
+        sa.select(Conversation.id).where(Conversation.controlled_by != BOT)
+    ).all()
+    session.commit()
+    ids: list[int] = []
+    expired = 0
+    for conversation_id in candidates:
+        conversation = _lock(session, conversation_id)
+        last = _last_event(session, conversation_id)
+        if last is None or last.kind != "handover" or _aware(last.created_at) > cutoff:
+            session.rollback()
+            continue
+        following = pick(session, _tried(session, conversation_id)) if pick else None
+        if following is not None:
+            conversation.controlled_by = following
+            _record(session, conversation, "handover", "system", following)
+            session.commit()
+            continue
+        handback(session, conversation_id, "system", kind="handover_expired")
+        if message:
+            ids += _store(session, conversation, [OutboundPart(body=message, author="system")])
+        session.commit()
+        expired += 1
+    return expired, ids
+
+
+def _tried(session: Session, conversation_id: int) -> set[str]:
+    """The targets of the handovers since control last left the bot."""
+    tried: set[str] = set()
+    for event in reversed(events(session, conversation_id)):
+        if event.kind != "handover":
+            break
+        tried.add(event.target)
+    return tried
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def expire_due_handovers(now: dt.datetime, sender: Any) -> tuple[int, list[int]]:
+    """`expire_handovers` with the app's settings, sending what it stored (the clock runs it).
+
+    Args:
+        now: The time to expire up to.
+        sender: The Twilio REST sender (`services.outbound.sender_from_config`), or None.
+
+    Returns:
+        How many handovers were given back, and the message ids sent.
+    """
+    config = current_app.config
+    expired, ids = expire_handovers(
+        db.session,
+        now,
+        float(config.get("HANDOVER_CONFIRM_SECONDS") or 300),
+        str(config.get("HANDOVER_EXPIRED_MESSAGE") or ""),
+        pick=next_available if config.get("HANDOVER_EXPIRED_TO") == "next_agent" else None,
+    )
+    if ids:
+        send_stored(db.session, sender, ids)
+    return expired, ids

@@ -1,0 +1,89 @@
+"""The agents' transcript: messages and control events of a conversation, in order."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from models.entities import Message
+from services.handover import events
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of the agents' transcript: a message or a control event.
+
+    Attributes:
+        id: ``m<id>`` or ``e<id>`` (unique across both).
+        kind: ``message`` or the control event's kind.
+        author: The message's author, or the event's actor.
+        text: The message body, or a sentence about the event.
+        direction: ``inbound``, ``outbound`` or ``system``.
+        status: The message's delivery status (empty for events).
+        created_at: When.
+    """
+
+    id: str
+    kind: str
+    author: str
+    text: str
+    direction: str
+    status: str
+    created_at: dt.datetime
+
+    def as_json(self) -> dict[str, Any]:
+        """For the inbox's polling."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "author": self.author,
+            "text": self.text,
+            "direction": self.direction,
+            "status": self.status,
+            "created_at": _aware(self.created_at).isoformat(),
+        }
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+_EVENT_TEXT = {
+    "handover": "{actor} handed over to {target}",
+    "handover_confirmed": "{actor} accepted the handover",
+    "takeover": "{actor} took over",
+    "handback": "{actor} handed back to the bot",
+    "handover_expired": "nobody accepted in time: back to the bot",
+}
+
+
+def transcript(session: Session, conversation_id: int) -> list[Entry]:
+    """Messages and control events of a conversation, in the order they happened."""
+    entries = [
+        Entry(
+            f"m{row.id}",
+            "message",
+            row.author,
+            row.body,
+            row.direction,
+            row.status,
+            row.created_at,
+        )
+        for row in session.scalars(
+            sa.select(Message).where(Message.conversation_id == conversation_id)
+        )
+    ]
+    for event in events(session, conversation_id):
+        text = _EVENT_TEXT.get(event.kind, event.kind).format(
+            actor=event.actor, target=event.target
+        )
+        if event.kind == "handback" and (event.details or {}).get("step"):
+            text += f" at step {event.details['step']}"
+        entries.append(
+            Entry(f"e{event.id}", event.kind, event.actor, text, "system", "", event.created_at)
+        )
+    return sorted(entries, key=lambda entry: (_aware(entry.created_at), entry.id))

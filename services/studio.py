@@ -1,0 +1,226 @@
+"""One Parley step for Twilio Studio's *Make HTTP Request* widget.
+
+``POST /studio/flows/<flow>/steps/<step>`` (web/studio_steps.py) runs one step
+of a flow for a contact, in that contact's execution, through the real runner
+and store: the contact's text is stored as an inbound message, the step runs
+(`engine.runner.Runner.run_step`), and the execution and the replies are
+committed together. The replies are not sent by Parley: Studio sends them (a
+*Send Message* widget with ``{{widgets.<name>.parsed.reply}}``), so they are
+stored with status `HANDED_TO_STUDIO`, which no delivery worker picks up.
+
+Studio gives an HTTP widget 10 seconds and reads at most 64 KB of its answer
+(https://www.twilio.com/docs/studio/widget-library/http-request). So the LLM
+used here makes one attempt of at most ``STUDIO_LLM_TIMEOUT`` seconds (default
+7, never more than ``OPENAI_TIMEOUT``), with no retry; a step whose LLM call
+runs late answers with the flow's fallback and ``"fallback": true``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from engine.ports import LLM, Channel, Contact, Entitlements, InboundMessage
+from engine.runner import Runner
+from integrations.openai import llm_from_config
+from models.store import OutboundPart, SqlStore
+
+log = logging.getLogger("parley.studio")
+
+#: Status of outbound rows whose text Studio sends itself.
+HANDED_TO_STUDIO = "studio"
+
+#: Studio reads at most this many bytes of an HTTP widget's answer.
+MAX_RESPONSE_BYTES = 64 * 1024
+
+#: Default for ``STUDIO_LLM_TIMEOUT``: one LLM attempt, well inside Studio's 10 s.
+DEFAULT_LLM_TIMEOUT = 7.0
+
+
+def studio_llm(config: Mapping[str, Any]) -> LLM:
+    """The LLM for step endpoints: one attempt of ``min(STUDIO_LLM_TIMEOUT, OPENAI_TIMEOUT)`` s.
+
+    Raises:
+        ValueError: ``STUDIO_LLM_TIMEOUT`` is not a positive number (or an
+            ``OPENAI_*`` setting is malformed, see `llm_from_config`).
+    """
+    raw = config.get("STUDIO_LLM_TIMEOUT")
+    try:
+        limit = float(raw) if raw not in (None, "") else DEFAULT_LLM_TIMEOUT
+    except (TypeError, ValueError):
+        raise ValueError(f"STUDIO_LLM_TIMEOUT must be a number of seconds, got {raw!r}") from None
+    if not limit > 0:
+        raise ValueError(f"STUDIO_LLM_TIMEOUT must be positive, got {raw!r}")
+    openai_timeout = config.get("OPENAI_TIMEOUT")
+    if openai_timeout not in (None, ""):
+        limit = min(limit, float(openai_timeout))
+    return llm_from_config({**config, "OPENAI_TIMEOUT": str(limit), "OPENAI_MAX_RETRIES": "0"})
+
+
+@dataclass
+class StepAnswer:
+    """What a step endpoint answers (Studio reads it as ``widgets.<name>.parsed``).
+
+    Attributes:
+        reply: The replies joined by blank lines ("" when the step said nothing).
+        replies: Each reply.
+        variables: The execution's ``vars`` after the step.
+        next: The step to call next: the step the run leads to, this step
+            again while it waits for an answer, or None when the flow ended.
+        done: Whether the flow ended.
+        waiting: Whether the step waits for the contact's answer (send it in
+            ``Body`` to the same step).
+        fallback: Whether the reply is the flow's fallback (the step failed
+            or its LLM call ran late).
+        error: Why, when `fallback`.
+        media: URLs of pictures or documents the step sends (for a *Send
+            Message* widget's Media URL).
+    """
+
+    reply: str
+    replies: list[str]
+    variables: dict[str, Any]
+    next: str | None
+    done: bool
+    waiting: bool
+    fallback: bool
+    error: str | None
+    media: list[str]
+
+    def as_json(self) -> bytes:
+        """The JSON body, within Studio's 64 KB (``variables`` dropped, then the reply cut)."""
+        data: dict[str, Any] = dict(vars(self))
+        body = json.dumps(data, ensure_ascii=False, default=str).encode()
+        if len(body) <= MAX_RESPONSE_BYTES:
+            return body
+        data["variables"], data["truncated"] = {}, True
+        body = json.dumps(data, ensure_ascii=False, default=str).encode()
+        while len(body) > MAX_RESPONSE_BYTES and data["reply"]:
+            cut = len(data["reply"]) - (len(body) - MAX_RESPONSE_BYTES) - 16
+            data["reply"] = data["reply"][: max(cut, 0)]
+            data["replies"] = [data["reply"]]
+            body = json.dumps(data, ensure_ascii=False, default=str).encode()
+        return body
+
+
+def run_studio_step(
+    session: Session,
+    runner: Runner,
+    *,
+    flow_id: str,
+    step_id: str,
+    phone: str,
+    channel: Channel,
+    body: str,
+    address: str,
+    entitlements: Entitlements | None = None,
+    variables: Mapping[str, Any] | None = None,
+) -> StepAnswer:
+    """Store the contact's text, run one step in their execution, commit.
+
+    Args:
+        session: The database session (committed here).
+        runner: The runner (give it `studio_llm` for Studio's deadline).
+        flow_id: The flow.
+        step_id: Its step.
+        phone: The contact's E.164 number.
+        channel: ``whatsapp`` or ``sms``.
+        body: What the contact typed ("" when the widget sends none).
+        address: Our side of the conversation (Studio's ``To``, or ``studio``).
+        entitlements: Who may pass paywalls.
+        variables: Set in the execution's ``vars`` before the step runs (data).
+
+    Raises:
+        KeyError: no such flow or step.
+        sqlalchemy.exc.OperationalError: the database is unreachable.
+    """
+    flow = runner.flows.get(flow_id)
+    if flow is None or step_id not in flow.steps:
+        raise KeyError(f"no flow {flow_id!r}" if flow is None else f"no step {step_id!r}")
+    store = SqlStore(session)
+    try:
+        stored = store.store_inbound(
+            phone=phone,
+            name=None,
+            channel=channel,
+            address=address,
+            body=body,
+            message_sid=f"studio-{uuid.uuid4().hex}",
+        )
+        assert stored is not None  # a fresh id is never a duplicate
+        row = store.lock_contact(stored.contact_id)
+        contact = Contact(id=row.id, phone=row.phone, name=row.name, channel=channel)
+        execution = store.active_execution(contact.id)
+        inbound = InboundMessage(text=body, channel=channel, message_sid="")
+        result = runner.run_step(
+            execution,
+            flow_id,
+            step_id,
+            inbound if body else None,
+            contact,
+            history=lambda limit: store.history(contact.id, limit, stored.message_id),
+            entitlements=entitlements,
+            variables=variables,
+        )
+        if execution is not None and execution.id and result.execution is not execution:
+            store.end_execution(execution.id)
+        state = result.execution
+        assert state is not None
+        error = result.error.reason if result.error else None
+        execution_id = store.save_execution(contact.id, state, error)
+        texts = [reply.text for reply in result.replies if reply.text.strip()]
+        store.store_outbound(
+            stored,
+            [
+                OutboundPart(
+                    body=reply.text,
+                    author=reply.author,
+                    step_id=reply.step_id,
+                    media_url=reply.media_url,
+                )
+                for reply in result.replies
+                if reply.text.strip() or reply.media_url
+            ],
+            execution_id=execution_id,
+            flow_id=flow_id,
+            status=HANDED_TO_STUDIO,
+        )
+        store.finish_inbound(
+            stored.message_id, "failed" if error else "done", execution_id, flow_id
+        )
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    done = state.status in ("ended", "failed")
+    waiting = state.status == "waiting" and state.current_step == step_id and error is None
+    log.info(
+        "studio.step contact=%s flow=%s step=%s next=%s error=%s",
+        contact.id,
+        flow_id,
+        step_id,
+        None if done else state.current_step,
+        error,
+    )
+    return StepAnswer(
+        reply="\n\n".join(texts),
+        replies=texts,
+        variables=dict(state.variables),
+        next=None if done else state.current_step,
+        done=done,
+        waiting=waiting,
+        fallback=error is not None,
+        error=error,
+        media=[reply.media_url for reply in result.replies if reply.media_url],
+    )
+
+
+def runner_for_studio(runner: Runner, llm: LLM) -> Runner:
+    """The app's runner with Studio's LLM (same flows, templates, HTTP)."""
+    return replace(runner, llm=llm)

@@ -1,0 +1,250 @@
+"""The agent apps' API, behind ``AGENT_API_TOKEN`` (``Authorization: Bearer <token>``).
+
+For teams that answer from their own tools. Each call names the agent it acts
+for (a console user's id) and is one control event or one message:
+
+- ``POST /api/agent/conversations/<id>/messages`` ``{"agent_id", "body",
+  "content_sid"?}``: send the agent's message (a WhatsApp template outside
+  the 24-hour window);
+- ``POST .../takeover`` ``{"agent_id"}``;
+- ``POST .../handover`` ``{"agent_id", "to"}`` (``agent:<id>`` or
+  ``queue:<name>``: a transfer);
+- ``POST .../accept`` ``{"agent_id"}`` (``handover_confirmed``);
+- ``POST .../handback`` ``{"agent_id", "step"?}``.
+
+Answers: 200 ``{"ok": true, ...}``; 400 for a malformed body; 401 for a
+missing or wrong token; 404 for an unknown conversation or agent; 409 when
+the control event is not allowed now (``{"error": reason}``); 503 when the
+token is not configured.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.wrappers import Response
+
+from models import db
+from models.curation import User
+from models.entities import Conversation
+from services import handover
+from services.handover_routing import step_enterer
+from services.outbound import send_stored, sender_from_config
+
+log = logging.getLogger("parley.web.agent_api")
+
+bp = Blueprint("agent_api", __name__, url_prefix="/api/agent")
+
+
+def _error(status: int, reason: str) -> tuple[Response, int]:
+    return jsonify(error=reason), status
+
+
+@bp.before_request
+def _check_token() -> Any:
+    expected = current_app.config.get("AGENT_API_TOKEN")
+    if not expected:
+        log.error("agent_api.token.unconfigured: AGENT_API_TOKEN is not set")
+        return _error(503, "AGENT_API_TOKEN is not set on the server")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), str(expected).encode()
+    ):
+        log.warning("agent_api.token.refused path=%s", request.path)
+        body, status = _error(401, "missing or wrong token (Authorization: Bearer <token>)")
+        return body, status, {"WWW-Authenticate": 'Bearer realm="parley-agent-api"'}
+    return None
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise _Bad(400, "send a JSON object")
+    return data
+
+
+class _Bad(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+@bp.errorhandler(_Bad)
+def _bad(error: _Bad) -> tuple[Response, int]:
+    return _error(error.status, error.reason)
+
+
+def _agent_id(data: dict[str, Any]) -> int:
+    value = data.get("agent_id")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Bad(400, "agent_id: the console user's id, a number")
+    user = db.session.get(User, value)
+    if user is None or not user.active:
+        raise _Bad(404, f"no active console user {value}")
+    return value
+
+
+def _run(conversation_id: int, change: Callable[[], Any]) -> tuple[Response, int]:
+    if db.session.get(Conversation, conversation_id) is None:
+        raise _Bad(404, f"no conversation {conversation_id}")
+    try:
+        result = change()
+        db.session.commit()
+    except handover.ControlError as error:
+        db.session.rollback()
+        return _error(409, error.reason)
+    ids = result if isinstance(result, list) else []
+    if ids:
+        sender = sender_from_config(current_app.config)
+        try:
+            send_stored(db.session, sender, ids)
+        finally:
+            if sender is not None:
+                sender.close()
+    state = handover.control(db.session, conversation_id)
+    return jsonify(ok=True, controlled_by=state.controlled_by, message_ids=ids), 200
+
+
+@bp.post("/conversations/<int:conversation_id>/messages")
+def send_message(conversation_id: int) -> tuple[Response, int]:
+    """Send an agent's message to the contact."""
+    data = _body()
+    agent_id = _agent_id(data)
+    body = data.get("body")
+    if not isinstance(body, str):
+        raise _Bad(400, "body: the message text")
+    sid = data.get("content_sid")
+    template = {"content_sid": sid, "content_variables": {}} if isinstance(sid, str) else None
+    return _run(
+        conversation_id,
+        lambda: [
+            handover.agent_message(
+                db.session, conversation_id, handover.agent(agent_id), body, template
+            )
+        ],
+    )
+
+
+@bp.post("/conversations/<int:conversation_id>/takeover")
+def takeover(conversation_id: int) -> tuple[Response, int]:
+    """The agent takes control at once."""
+    agent_id = _agent_id(_body())
+    return _run(conversation_id, lambda: handover.takeover(db.session, conversation_id, agent_id))
+
+
+@bp.post("/conversations/<int:conversation_id>/accept")
+def accept(conversation_id: int) -> tuple[Response, int]:
+    """The agent accepts a pending handover."""
+    agent_id = _agent_id(_body())
+    return _run(conversation_id, lambda: handover.confirm(db.session, conversation_id, agent_id))
+
+
+@bp.post("/conversations/<int:conversation_id>/handover")
+def transfer(conversation_id: int) -> tuple[Response, int]:
+    """The agent in control passes the conversation on (``to``: ``agent:<id>``/``queue:<name>``)."""
+    data = _body()
+    agent_id = _agent_id(data)
+    target = data.get("to")
+    if not isinstance(target, str):
+        raise _Bad(400, "to: agent:<id> or queue:<name>")
+    return _run(
+        conversation_id,
+        lambda: handover.handover(db.session, conversation_id, handover.agent(agent_id), target),
+    )
+
+
+@bp.post("/conversations/<int:conversation_id>/handback")
+def handback(conversation_id: int) -> tuple[Response, int]:
+    """Return control to the bot, where the flow left off or at ``step``."""
+    data = _body()
+    agent_id = _agent_id(data)
+    step = data.get("step")
+    if step is not None and not isinstance(step, str):
+        raise _Bad(400, "step: a step id of the contact's flow")
+    turns = current_app.extensions["parley"].turns()
+    return _run(
+        conversation_id,
+        lambda: handover.handback(
+            db.session, conversation_id, handover.agent(agent_id), step, step_enterer(turns)
+        )[1],
+    )
+
+
+_ACTIONS = {
+    "messages": (
+        "agentSendMessage",
+        "Send the agent's message to the contact.",
+        {"body": "string"},
+    ),
+    "takeover": ("agentTakeover", "The agent takes control at once.", {}),
+    "accept": ("agentAccept", "The agent accepts a pending handover.", {}),
+    "handover": (
+        "agentTransfer",
+        "Pass the conversation to agent:<id> or queue:<name>.",
+        {"to": "string"},
+    ),
+    "handback": ("agentHandback", "Give control back to the bot (at `step`, if given).", {}),
+}
+
+
+def openapi_paths() -> dict[str, Any]:
+    """This API's part of the OpenAPI document (web/api/openapi.py)."""
+    error = {"$ref": "#/components/schemas/Error"}
+    reasons = {
+        "400": "Malformed body.",
+        "401": "Missing or wrong token.",
+        "404": "No such conversation or agent.",
+        "409": "Not allowed now (who has the conversation, the WhatsApp window...).",
+        "503": "AGENT_API_TOKEN is not set.",
+    }
+    paths: dict[str, Any] = {}
+    for action, (operation, summary, required) in _ACTIONS.items():
+        properties: dict[str, Any] = {"agent_id": {"type": "integer"}}
+        properties.update({name: {"type": kind} for name, kind in required.items()})
+        if action == "messages":
+            properties["content_sid"] = {"type": "string", "pattern": "^HX[0-9a-f]{32}$"}
+        if action == "handback":
+            properties["step"] = {"type": "string"}
+        body = {
+            "type": "object",
+            "properties": properties,
+            "required": ["agent_id", *required],
+        }
+        paths[f"/api/agent/conversations/{{conversation_id}}/{action}"] = {
+            "post": {
+                "operationId": operation,
+                "summary": summary,
+                "tags": ["agent"],
+                "security": [{"bearerToken": []}],
+                "parameters": [
+                    {
+                        "name": "conversation_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "integer"},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": body}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "Done: who has the conversation now.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **{
+                        status: {
+                            "description": reason,
+                            "content": {"application/json": {"schema": error}},
+                        }
+                        for status, reason in reasons.items()
+                    },
+                },
+            }
+        }
+    return paths
