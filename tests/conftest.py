@@ -9,6 +9,7 @@ answers, the PostgreSQL run is skipped and says why.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from twilio.request_validator import RequestValidator
+from werkzeug.serving import make_server
 
 from app import create_app
 from models import Base, db
@@ -219,3 +221,37 @@ class TwilioWebhook:
 def twilio(client: FlaskClient) -> TwilioWebhook:
     """Signed Twilio webhooks against `client`."""
     return TwilioWebhook(client)
+
+
+@pytest.fixture
+def sqlite_only(database_url: str) -> None:
+    """Skip the PostgreSQL run of a browser test (the pages' queries run on both elsewhere)."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("browser tests run on SQLite only (see tests/test_admin_browser.py)")
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    """The app served by werkzeug on a free port of 127.0.0.1; yields its base URL."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join(timeout=10)
+        httpd.server_close()
+
+
+@pytest.fixture
+def chromium() -> Iterator:
+    """Debian's Chromium, headless, through Playwright (see tests/browser.py)."""
+    from tests.browser import ARGS, CHROMIUM, sync_api
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -13,68 +13,21 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import threading
-from collections.abc import Iterator
 
 import pytest
-from werkzeug.serving import make_server
 
 from tests.admin_support import PASSWORD, add_user, seed_conversation
+from tests.browser import sync_api  # noqa: F401  (skips without Playwright or Chromium)
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHONE_SCREEN = {"width": 390, "height": 844}
 PHONE = "+15551230001"
 TYPED_PHONE = "+1 555 123 0001"
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-if shutil.which(CHROMIUM) is None:
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+pytestmark = pytest.mark.usefixtures("sqlite_only")
 
 
-@pytest.fixture
-def database_url(database_url: str) -> str:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("browser tests run on SQLite only (see the module docstring)")
-    return database_url
-
-
-@pytest.fixture
-def server(app) -> Iterator[str]:
-    """The app on a free port of 127.0.0.1; yields its base URL."""
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        thread.join(timeout=10)
-        httpd.server_close()
-
-
-@pytest.fixture
-def browser() -> Iterator:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def new_page(browser):
-    context = browser.new_context(viewport=PHONE_SCREEN)
+def new_page(chromium):
+    context = chromium.new_context(viewport=PHONE_SCREEN)
     page = context.new_page()
     page.set_default_timeout(15_000)
     return page
@@ -93,7 +46,7 @@ def fits_the_screen(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
-def test_curate_a_conversation_and_see_it_on_the_public_api(app, server, browser):
+def test_curate_a_conversation_and_see_it_on_the_public_api(app, live_server, chromium):
     seed_conversation(app, "+15551239999", [("unrelated chat", ["hello"])])
     conversation = seed_conversation(
         app,
@@ -102,9 +55,9 @@ def test_curate_a_conversation_and_see_it_on_the_public_api(app, server, browser
         steps=["coach"],
     )
     add_user(app, "cur@example.com", "curator")
-    page = new_page(browser)
+    page = new_page(chromium)
 
-    log_in(page, server, "cur@example.com")
+    log_in(page, live_server, "cur@example.com")
     page.fill("#q", "sleep")
     page.click("button:has-text('Search')")
     assert page.locator("table.table tbody tr").count() == 1
@@ -128,9 +81,9 @@ def test_curate_a_conversation_and_see_it_on_the_public_api(app, server, browser
     page.wait_for_selector("text=Published")
     assert fits_the_screen(page)
 
-    page.goto(f"{server}/api/v1/conversations")
+    page.goto(f"{live_server}/api/v1/conversations")
     listing = page.locator("body").inner_text()
-    page.goto(f"{server}/api/v1/conversations/{conversation}")
+    page.goto(f"{live_server}/api/v1/conversations/{conversation}")
     detail = page.locator("body").inner_text()
     for text in (listing, detail):
         digits = re.sub(r"\D", "", text)
@@ -141,27 +94,29 @@ def test_curate_a_conversation_and_see_it_on_the_public_api(app, server, browser
     assert [c["id"] for c in json.loads(listing)["data"]] == [conversation]
 
 
-def test_a_curator_cannot_reach_admin_pages_and_logged_out_is_redirected(app, server, browser):
+def test_a_curator_cannot_reach_admin_pages_and_logged_out_is_redirected(
+    app, live_server, chromium
+):
     add_user(app, "cur@example.com", "curator")
-    anonymous = new_page(browser)
-    anonymous.goto(f"{server}/admin/metrics")
+    anonymous = new_page(chromium)
+    anonymous.goto(f"{live_server}/admin/metrics")
     assert re.search(r"/admin/login\?next=%2Fadmin%2Fmetrics$", anonymous.url)
 
-    page = new_page(browser)
-    log_in(page, server, "cur@example.com")
-    response = page.goto(f"{server}/admin/users")
+    page = new_page(chromium)
+    log_in(page, live_server, "cur@example.com")
+    response = page.goto(f"{live_server}/admin/users")
     assert response is not None and response.status == 403
     assert page.locator("header a:has-text('Users')").count() == 0
 
 
-def test_the_dashboard_draws_its_charts(app, server, browser):
+def test_the_dashboard_draws_its_charts(app, live_server, chromium):
     seed_conversation(app, PHONE, [("hello", ["hi"]), ("sleep", ["ok"])], steps=["a", "b"])
     add_user(app, "admin@example.com", "admin")
-    page = new_page(browser)
+    page = new_page(chromium)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    log_in(page, server, "admin@example.com")
-    page.goto(f"{server}/admin/metrics")
+    log_in(page, live_server, "admin@example.com")
+    page.goto(f"{live_server}/admin/metrics")
     page.wait_for_function("window.parleyCharts && window.parleyCharts.length >= 4")
     assert errors == []
     assert page.evaluate("typeof Chart") == "function"

@@ -48,6 +48,30 @@ def user_id(app, email: str) -> int:
         return db.session.scalars(sa.select(User.id).where(User.email == email)).one()
 
 
+def closed_now(folder: Path, continue_flow: bool = False) -> dt.datetime:
+    """Write `_settings.yaml` with the team closed now and open in about three hours.
+
+    Returns:
+        When the team opens (UTC).
+    """
+    now = dt.datetime.now(dt.UTC)
+    opening = (now + dt.timedelta(hours=3)).replace(second=0, microsecond=0)
+    opening -= dt.timedelta(minutes=opening.minute % 15)
+    end = (
+        "24:00"
+        if opening.hour == 23 and opening.minute == 45
+        else ((opening + dt.timedelta(minutes=15)).strftime("%H:%M"))
+    )
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[opening.weekday()]
+    flow_too = "  continue_flow: true\n" if continue_flow else ""
+    (folder / "_settings.yaml").write_text(
+        f"after_hours:\n  timezone: UTC\n  reply: We're closed.\n{flow_too}"
+        f"  hours: {{{day}: '{opening:%H:%M}-{end}'}}\n",
+        encoding="utf-8",
+    )
+    return opening
+
+
 def state(app):
     with app.app_context():
         cid = db.session.scalars(sa.select(Conversation.id)).one()
@@ -193,21 +217,7 @@ def test_an_unaccepted_handover_goes_to_the_next_available_agent_then_the_bot(
 def test_outside_the_agents_hours_the_contact_is_told_when_someone_answers(
     app_config, request, fake_twilio
 ):
-    now = dt.datetime.now(dt.UTC)
-    opening = (now + dt.timedelta(hours=3)).replace(second=0, microsecond=0)
-    opening -= dt.timedelta(minutes=opening.minute % 15)
-    end = (
-        "24:00"
-        if opening.hour == 23 and opening.minute == 45
-        else ((opening + dt.timedelta(minutes=15)).strftime("%H:%M"))
-    )
-    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[opening.weekday()]
-    folder = Path(app_config["FLOWS_DIR"])
-    (folder / "_settings.yaml").write_text(
-        "after_hours:\n  timezone: UTC\n  reply: We're closed.\n"
-        f"  hours: {{{day}: '{opening:%H:%M}-{end}'}}\n",
-        encoding="utf-8",
-    )
+    opening = closed_now(Path(app_config["FLOWS_DIR"]))
     app = request.getfixturevalue("app")  # built now, with the settings file
     answer = request.getfixturevalue("twilio").say("human", sender=SENDER)
     assert messages_of(answer.data) == [
@@ -219,21 +229,7 @@ def test_outside_the_agents_hours_the_contact_is_told_when_someone_answers(
 def test_a_handover_step_outside_the_agents_hours_says_when_someone_answers(
     app_config, request, fake_twilio
 ):
-    now = dt.datetime.now(dt.UTC)
-    opening = (now + dt.timedelta(hours=3)).replace(second=0, microsecond=0)
-    opening -= dt.timedelta(minutes=opening.minute % 15)
-    end = (
-        "24:00"
-        if opening.hour == 23 and opening.minute == 45
-        else ((opening + dt.timedelta(minutes=15)).strftime("%H:%M"))
-    )
-    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[opening.weekday()]
-    folder = Path(app_config["FLOWS_DIR"])
-    (folder / "_settings.yaml").write_text(
-        "after_hours:\n  timezone: UTC\n  reply: We're closed.\n  continue_flow: true\n"
-        f"  hours: {{{day}: '{opening:%H:%M}-{end}'}}\n",
-        encoding="utf-8",
-    )
+    opening = closed_now(Path(app_config["FLOWS_DIR"]), continue_flow=True)
     app = request.getfixturevalue("app")
     answer = request.getfixturevalue("twilio").say("support", sender=SENDER)
 

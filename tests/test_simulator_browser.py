@@ -12,28 +12,15 @@ Skipped, saying why, where Chromium (``apt-get install chromium``, done by
 from __future__ import annotations
 
 import re
-import shutil
-import threading
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from werkzeug.serving import make_server
 
 from models import Execution, Message, db
 from tests.admin_support import PASSWORD, add_user
+from tests.browser import sync_api  # noqa: F401  (skips without Playwright or Chromium)
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 GREETING = "Hi Ana! I'm Parley, your well-being companion. Let's pick one small goal for this week."
 QUESTION = "Which matters most to you right now: 1. sleep, 2. movement or 3. connection?"
 GOAL = "a 10-minute walk after lunch on weekdays"
@@ -42,50 +29,22 @@ CONFIRM = (
     "I'll be cheering you on. Message me any time to set a new one."
 )
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-if shutil.which(CHROMIUM) is None:
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+pytestmark = pytest.mark.usefixtures("sqlite_only")
 
 
 @pytest.fixture
-def database_url(database_url: str) -> str:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("browser tests run on SQLite only (see the module docstring)")
-    return database_url
-
-
-@pytest.fixture
-def server(app) -> Iterator[str]:
-    """The app on a free port of 127.0.0.1; yields its base URL."""
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        thread.join(timeout=10)
-        httpd.server_close()
-
-
-@pytest.fixture
-def page(app, server) -> Iterator:
+def page(app, live_server, chromium) -> Iterator:
     """A browser page logged in as an admin, on the simulator."""
     add_user(app, "admin@example.com", "admin")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-            page.set_default_timeout(15_000)
-            page.goto(f"{server}/simulator")
-            assert "/admin/login" in page.url  # admins only
-            page.fill("#email", "admin@example.com")
-            page.fill("#password", PASSWORD)
-            page.click("button:has-text('Log in')")
-            page.wait_for_url(re.compile(r".*/simulator$"))
-            yield page
-        finally:
-            browser.close()
+    page = chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server}/simulator")
+    assert "/admin/login" in page.url  # admins only
+    page.fill("#email", "admin@example.com")
+    page.fill("#password", PASSWORD)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(re.compile(r".*/simulator$"))
+    return page
 
 
 def coach(reply: str, goal: str = "", agreed: bool = False) -> dict:
