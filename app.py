@@ -33,7 +33,7 @@ from services.billing import Billing, SqlEntitlements, validate_billing_config
 from services.erasure import delete_my_data
 from services.flow_runtime import init_runtime
 from services.handover_routing import closed_note, human_request
-from services.outbound import send_stored, sender_from_config
+from services.outbound import send_stored, twilio_sender
 from services.responders import billing_keyword
 from services.turns import Turns
 from tasks import init_celery
@@ -61,13 +61,9 @@ class Parley:
         messages through the Twilio REST API.
         """
         turns = self.turns()
-        sender = sender_from_config(current_app.config)
-        try:
+        with twilio_sender(current_app.config) as sender:
             for contact_id in contact_ids:
                 send_stored(db.session, sender, turns.resume(contact_id))
-        finally:
-            if sender is not None:
-                sender.close()
 
     def turns(self) -> Turns:
         """A turn service bound to the current app context's session and settings."""

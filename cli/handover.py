@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from cli.runtime import _NOT_MIGRATED, _parse_now
 from models import db
 from services.handover_expiry import expire_due_handovers
-from services.outbound import sender_from_config
+from services.outbound import twilio_sender
 
 handover_cli = AppGroup("handover", help="Human handover: control of conversations.")
 
@@ -29,13 +29,11 @@ def expire_command(now: str | None) -> None:
     ``flask engine tick`` and ``clock`` do this too, before the timers.
     """
     moment = _parse_now(now)
-    sender = sender_from_config(current_app.config)
     try:
-        expired, ids = expire_due_handovers(moment, sender)
+        with twilio_sender(current_app.config) as sender:
+            expired, ids = expire_due_handovers(moment, sender)
     except DBAPIError as error:
         raise click.ClickException(f"{_NOT_MIGRATED} ({type(error.orig).__name__})") from error
     finally:
-        if sender is not None:
-            sender.close()
         db.session.remove()
     click.echo(f"Gave back {expired} handover(s), stored {len(ids)} message(s).")

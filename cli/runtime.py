@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from models import db
 from services.handover_expiry import expire_due_handovers
-from services.outbound import send_stored, sender_from_config
+from services.outbound import send_stored, twilio_sender
 from services.timers import TickReport, tick
 from services.versions import stored_versions, waiting_by_step
 
@@ -38,13 +38,11 @@ def run_tick(now: dt.datetime) -> TickReport:
     """Fire every timer due at `now` and send what they say through the Twilio REST API."""
     parley = current_app.extensions["parley"]
     turns = parley.turns()
-    sender = sender_from_config(current_app.config)
     try:
-        expire_due_handovers(now, sender)  # a handover nobody accepted: back to the bot
-        return tick(turns, now, send=lambda ids: send_stored(db.session, sender, ids))
+        with twilio_sender(current_app.config) as sender:
+            expire_due_handovers(now, sender)  # a handover nobody accepted: back to the bot
+            return tick(turns, now, send=lambda ids: send_stored(db.session, sender, ids))
     finally:
-        if sender is not None:
-            sender.close()
         db.session.remove()
 
 

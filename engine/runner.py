@@ -182,9 +182,10 @@ class Runner:
                 if gate is None:
                     return result
                 resume = resume and gate
-            self._run(flow, context, result, resume=resume)
         except (StepError, TemplateFailure) as error:
             self._fail(flow, context, result, _as_step_error(error, context.step_id))
+            return result
+        self._run_or_fail(flow, context, result, resume=resume)
         return result
 
     def fire_timeout(
@@ -228,10 +229,7 @@ class Runner:
         execution.step_state = {}
         execution.wait_deadline = None
         context = self._context(flow, execution, contact, None, history, result, entitlements)
-        try:
-            self._run(flow, context, result, resume=False)
-        except (StepError, TemplateFailure) as error:
-            self._fail(flow, context, result, _as_step_error(error, context.step_id))
+        self._run_or_fail(flow, context, result, resume=False)
         return result
 
     def run_step(
@@ -331,11 +329,17 @@ class Runner:
             raise KeyError(f"flow {execution.flow_id!r} has no step {step_id!r}")
         execution.current_step, execution.step_state, execution.wait_deadline = step_id, {}, None
         context = self._context(flow, execution, contact, None, history, result, entitlements)
+        self._run_or_fail(flow, context, result, resume=False)
+        return result
+
+    def _run_or_fail(
+        self, flow: Flow, context: StepContext, result: TurnResult, resume: bool
+    ) -> None:
+        """Run steps; a failing step answers with the fallback instead of raising."""
         try:
-            self._run(flow, context, result, resume=False)
+            self._run(flow, context, result, resume=resume)
         except (StepError, TemplateFailure) as error:
             self._fail(flow, context, result, _as_step_error(error, context.step_id))
-        return result
 
     def _context(
         self,

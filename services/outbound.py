@@ -8,7 +8,8 @@ still in the transcript, marked ``failed``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,6 +34,17 @@ def sender_from_config(config: Mapping[str, Any]) -> TwilioSender | None:
     if not (sid and token):
         return None
     return TwilioSender(sid, token, api_base_url=config.get("TWILIO_API_BASE"))
+
+
+@contextmanager
+def twilio_sender(config: Mapping[str, Any]) -> Iterator[TwilioSender | None]:
+    """`sender_from_config` for a block of sends, closed at its end."""
+    sender = sender_from_config(config)
+    try:
+        yield sender
+    finally:
+        if sender is not None:
+            sender.close()
 
 
 def send_stored(session: Session, sender: TwilioSender | None, message_ids: Sequence[int]) -> int:

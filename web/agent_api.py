@@ -33,7 +33,7 @@ from models.curation import User
 from models.entities import Conversation
 from services import handover
 from services.handover_routing import step_enterer
-from services.outbound import send_stored, sender_from_config
+from services.outbound import send_stored, twilio_sender
 
 log = logging.getLogger("parley.web.agent_api")
 
@@ -99,12 +99,8 @@ def _run(conversation_id: int, change: Callable[[], Any]) -> tuple[Response, int
         return _error(409, error.reason)
     ids = result if isinstance(result, list) else []
     if ids:
-        sender = sender_from_config(current_app.config)
-        try:
+        with twilio_sender(current_app.config) as sender:
             send_stored(db.session, sender, ids)
-        finally:
-            if sender is not None:
-                sender.close()
     state = handover.control(db.session, conversation_id)
     return jsonify(ok=True, controlled_by=state.controlled_by, message_ids=ids), 200
 

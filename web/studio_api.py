@@ -30,7 +30,7 @@ from sqlalchemy.exc import OperationalError
 from integrations.twilio import parse_address
 from models import db
 from services.billing import Billing, SqlEntitlements
-from services.outbound import send_stored, sender_from_config
+from services.outbound import send_stored, twilio_sender
 from services.studio_executions import ExecutionConflict, start_execution
 from web.studio import _error, verify_studio_request
 
@@ -116,12 +116,8 @@ def create_execution() -> Response:
         log.exception("studio.execution.database_unavailable")
         return _error(503, "the database cannot be reached")
     if not started.replayed and started.message_ids:
-        sender = sender_from_config(current_app.config)
-        try:
+        with twilio_sender(current_app.config) as sender:
             send_stored(db.session, sender, started.message_ids)
-        finally:
-            if sender is not None:
-                sender.close()
     response = jsonify(started.as_dict())
     response.status_code = 200 if started.replayed else 201
     return response

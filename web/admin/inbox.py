@@ -28,7 +28,7 @@ from services import handover
 from services.delivery import window_open
 from services.handover_routing import set_available, step_enterer
 from services.handover_transcript import transcript
-from services.outbound import send_stored, sender_from_config
+from services.outbound import send_stored, twilio_sender
 from web.admin import bp, requires
 
 log = logging.getLogger("parley.web.inbox")
@@ -151,12 +151,8 @@ def _act(conversation_id: int, change: Callable[[], Any], done: str) -> Response
         return redirect(url_for("admin.inbox_conversation", conversation_id=conversation_id))
     ids = result if isinstance(result, list) else []
     if ids:
-        sender = sender_from_config(current_app.config)
-        try:
+        with twilio_sender(current_app.config) as sender:
             send_stored(db.session, sender, ids)
-        finally:
-            if sender is not None:
-                sender.close()
     flash(done, "ok")
     return redirect(url_for("admin.inbox_conversation", conversation_id=conversation_id))
 
