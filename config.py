@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "PUBLIC_AGENT_NAME": "Parley coach",
     "REDACTION_REGION": "US",
     "DELETE_KEYWORD": "delete my data",
-    # Delivery at scale (services/delivery.py, tasks/).
+    # Delivery at scale (services/delivery.py, services/outbox.py, tasks/).
     "REDIS_URL": None,
     "DATABASE_POOL_SIZE": None,
     "CELERY_VISIBILITY_TIMEOUT": "300",

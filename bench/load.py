@@ -178,6 +178,41 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), in seconds; 0 when gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids() -> list[int]:
+    """The local PostgreSQL server's processes (its backends included)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def cpu_snapshot(groups: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+    """CPU seconds per process, by group."""
+    return {name: {pid: cpu_seconds(pid) for pid in pids} for name, pids in groups.items()}
+
+
+def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict:
+    """CPU seconds each group used between two snapshots (new processes count whole)."""
+    return {
+        name: sum(seconds - before.get(name, {}).get(pid, 0.0) for pid, seconds in pids.items())
+        for name, pids in after.items()
+    }
+
+
 # -- load --------------------------------------------------------------------
 
 
@@ -197,53 +232,70 @@ class Run:
     finished: float = 0.0
 
 
-def post(session: requests.Session, base: str, sender: str, body: str) -> int:
-    sid = "SM" + uuid.uuid4().hex
-    form = {
-        "MessageSid": sid,
-        "SmsMessageSid": sid,
-        "AccountSid": ACCOUNT_SID,
-        "From": sender,
-        "To": OUR_NUMBER,
-        "Body": body,
-        "NumMedia": "0",
-        "ProfileName": "Bench",
-    }
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(
-        PUBLIC_BASE_URL + "/twilio/messages", form
-    )
-    response = session.post(
-        base + "/twilio/messages", data=form, headers={"X-Twilio-Signature": signature}, timeout=30
-    )
-    return response.status_code
+@dataclass(frozen=True)
+class Signed:
+    """One webhook, signed before the clock starts (signing is the sender's work)."""
+
+    contact: str
+    number: int
+    form: dict[str, str]
+    signature: str
+
+
+def signed_webhooks(count: int, contacts: int, prefix: str) -> list[Signed]:
+    """`count` Messaging webhooks, round-robin over `contacts`, signed as Twilio signs them."""
+    validator = RequestValidator(AUTH_TOKEN)
+    webhooks = []
+    for index in range(count):
+        contact = f"whatsapp:+1555{prefix}{index % contacts:05d}"
+        number = index // contacts
+        sid = "SM" + uuid.uuid4().hex
+        form = {
+            "MessageSid": sid,
+            "SmsMessageSid": sid,
+            "AccountSid": ACCOUNT_SID,
+            "From": contact,
+            "To": OUR_NUMBER,
+            "Body": f"m{number}",
+            "NumMedia": "0",
+            "ProfileName": "Bench",
+        }
+        signature = validator.compute_signature(PUBLIC_BASE_URL + "/twilio/messages", form)
+        webhooks.append(Signed(contact, number, form, signature))
+    return webhooks
 
 
 def load(base: str, rate: float, seconds: float, contacts: int, prefix: str) -> Run:
     """Post `rate` messages a second for `seconds`, round-robin over `contacts` (open loop)."""
-    total = int(rate * seconds)
+    webhooks = signed_webhooks(int(rate * seconds), contacts, prefix)
     local = threading.local()
     run = Run()
 
-    def one(index: int) -> Sent:
+    def one(webhook: Signed) -> Sent:
         session = getattr(local, "session", None)
         if session is None:
             session = local.session = requests.Session()
-        contact = f"whatsapp:+1555{prefix}{index % contacts:05d}"
-        item = Sent(contact=contact, number=index // contacts, started=time.time())
+        item = Sent(contact=webhook.contact, number=webhook.number, started=time.time())
         clock = time.perf_counter()
-        item.status = post(session, base, contact, f"m{item.number}")
+        response = session.post(
+            base + "/twilio/messages",
+            data=webhook.form,
+            headers={"X-Twilio-Signature": webhook.signature},
+            timeout=30,
+        )
         item.latency = time.perf_counter() - clock
+        item.status = response.status_code
         return item
 
     futures = []
     with ThreadPoolExecutor(max_workers=64) as pool:
         run.started = time.time()
         origin = time.perf_counter()
-        for index in range(total):
+        for index, webhook in enumerate(webhooks):
             delay = origin + index / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            futures.append(pool.submit(one, index))
+            futures.append(pool.submit(one, webhook))
         run.sent = [future.result() for future in futures]
     run.finished = time.time()
     return run
@@ -269,6 +321,12 @@ def main() -> None:
     parser.add_argument("--web-threads", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--worker-threads", type=int, default=40)
+    parser.add_argument(
+        "--worker-nice",
+        type=int,
+        default=10,
+        help="niceness of the workers, as in the Procfile (0: same priority as web)",
+    )
     args = parser.parse_args()
     if not (0 < args.rate <= 500 and 0 < args.seconds <= 120 and args.rate * args.seconds <= 20000):
         parser.error("bounded: --rate <= 500, --seconds <= 120, at most 20,000 messages")
@@ -315,6 +373,9 @@ def main() -> None:
         workers = [
             start(
                 [
+                    "nice",
+                    "-n",
+                    str(args.worker_nice),
                     str(BIN / "celery"),
                     "-A",
                     "tasks.worker",
@@ -342,9 +403,18 @@ def main() -> None:
         parent.send("reset")
         parent.recv()
 
+        def groups() -> dict[str, list[int]]:
+            return {
+                "web": process_tree(web.pid),
+                "worker": [worker.pid for worker in workers],
+                "PostgreSQL": postgres_pids(),
+            }
+
+        cpu_before = cpu_snapshot(groups())
         run = load(base, args.rate, args.seconds, args.contacts, prefix="0")
         expected = len(run.sent)
         wait_replies(parent, expected, 60 + 2 * args.llm_ms / 1000)
+        cpu = cpu_used(cpu_before, cpu_snapshot(groups()))
         time.sleep(1)  # duplicates would arrive now
         parent.send("collect")
         arrivals = parent.recv()
@@ -370,7 +440,7 @@ def main() -> None:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    report(args, run, arrivals, memory, bare_run)
+    report(args, run, arrivals, memory, bare_run, cpu)
 
 
 def wait_replies(connection: Any, expected: int, seconds: float) -> None:
@@ -386,7 +456,9 @@ def wait_replies(connection: Any, expected: int, seconds: float) -> None:
         time.sleep(0.2)
 
 
-def report(args: Any, run: Run, arrivals: list, memory: dict, bare_run: Run) -> None:
+def report(
+    args: Any, run: Run, arrivals: list, memory: dict, bare_run: Run, cpu: dict[str, float]
+) -> None:
     replies: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for moment, to, body in arrivals:
         replies[to].append((moment, body))
@@ -437,11 +509,25 @@ def report(args: Any, run: Run, arrivals: list, memory: dict, bare_run: Run) -> 
             f"{percentile(webhook, 0.99) / percentile(bare, 0.99):.2f}x",
         ),
     ]
+    busy = max(1e-9, last_reply - run.started)
+    rows.append(
+        (
+            "CPU per message: web / worker / PostgreSQL",
+            " / ".join(f"{1000 * cpu[name] / len(run.sent):.1f} ms" for name in cpu),
+        )
+    )
+    rows.append(
+        (
+            "cores busy: web / worker / PostgreSQL",
+            " / ".join(f"{cpu[name] / busy:.2f}" for name in cpu),
+        )
+    )
     for label, values in memory.items():
         rows.append((f"peak memory, {label}", ", ".join(f"{v:.0f} MiB" for v in values if v)))
     print(
         f"\nParley load benchmark ({os.cpu_count()} CPUs, web {args.web_workers}x"
-        f"{args.web_threads} threads, {args.workers} workers x {args.worker_threads} threads)\n"
+        f"{args.web_threads} threads, {args.workers} workers x {args.worker_threads} threads,"
+        f" workers at nice {args.worker_nice})\n"
     )
     print("| measure | value |\n| --- | --- |")
     for label, value in rows:

@@ -11,7 +11,7 @@ from flask.cli import AppGroup
 from sqlalchemy.exc import DBAPIError
 
 from models import db
-from services.delivery import failed_deliveries
+from services.delivery_status import failed_deliveries
 from tasks import sweep_stalled
 
 log = logging.getLogger("parley.sweep")

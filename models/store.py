@@ -13,6 +13,24 @@ from sqlalchemy.orm import Session
 from engine.ports import Channel, ExecutionState, HistoryMessage, LLMUsage
 from models.entities import OPEN_STATUSES, Contact, Conversation, Execution, Message, utcnow
 
+# Core tables for the hot path: statements on them skip the ORM's bulk-DML layer.
+contact_table: sa.Table = Contact.__table__  # type: ignore[assignment]
+conversation_table: sa.Table = Conversation.__table__  # type: ignore[assignment]
+message_table: sa.Table = Message.__table__  # type: ignore[assignment]
+execution_table: sa.Table = Execution.__table__  # type: ignore[assignment]
+
+_INSERT_MESSAGE = sa.insert(message_table).returning(message_table.c.id)
+
+_OPEN_EXECUTION = (
+    sa.select(execution_table)
+    .where(
+        execution_table.c.contact_id == sa.bindparam("contact_id"),
+        execution_table.c.status.in_(OPEN_STATUSES),
+    )
+    .order_by(execution_table.c.id.desc())
+    .limit(1)
+)
+
 
 @dataclass(frozen=True)
 class StoredInbound:
@@ -153,10 +171,43 @@ class SqlStore:
             The stored ids, or None when that ``MessageSid`` is already stored
             (Twilio delivered it twice).
         """
-        contact_id = self.upsert_contact(phone, name)
-        conversation_id = self.upsert_conversation(contact_id, channel, address)
+        now = utcnow()
+        # The common case, a known contact writing on a known conversation, is
+        # two statements: this SELECT finds the ids, the INSERT stores the
+        # message. Nothing here waits for a row lock (a turn holds the
+        # contact's, a send the conversation's): the turn stamps the
+        # conversation's last_message_at (`finish_inbound`).
+        found = self.session.execute(
+            sa.select(conversation_table.c.id, contact_table.c.id, contact_table.c.name)
+            .join(contact_table, contact_table.c.id == conversation_table.c.contact_id)
+            .where(
+                contact_table.c.phone == phone,
+                conversation_table.c.channel == channel,
+                conversation_table.c.address == address,
+            )
+        ).first()
+        if found is None:
+            contact_id = self.upsert_contact(phone, name)
+            conversation_id = self.upsert_conversation(contact_id, channel, address)
+        else:
+            conversation_id, contact_id, stored_name = found
+            if name and stored_name != name:
+                # A new WhatsApp profile name. Skipped while a turn holds the
+                # contact's lock (the webhook must not wait for an LLM call);
+                # the contact's next message brings it again.
+                unlocked = (
+                    sa.select(contact_table.c.id)
+                    .where(contact_table.c.id == contact_id)
+                    .with_for_update(key_share=True, skip_locked=True)
+                    .scalar_subquery()
+                )
+                self.session.execute(
+                    sa.update(contact_table)
+                    .where(contact_table.c.id == unlocked)
+                    .values(name=name, updated_at=now)
+                )
         message_id = self.session.execute(
-            self._insert(Message)
+            self._insert(message_table)
             .values(
                 conversation_id=conversation_id,
                 contact_id=contact_id,
@@ -167,18 +218,13 @@ class SqlStore:
                 message_sid=message_sid,
                 status="received",
                 turn_status="pending",
-                created_at=utcnow(),
+                created_at=now,
             )
             .on_conflict_do_nothing(index_elements=["message_sid"])
-            .returning(Message.id)
+            .returning(message_table.c.id)
         ).scalar()
         if message_id is None:
             return None
-        self.session.execute(
-            sa.update(Conversation)
-            .where(Conversation.id == conversation_id)
-            .values(last_message_at=utcnow())
-        )
         return StoredInbound(message_id, contact_id, conversation_id)
 
     def lock_contact(self, contact_id: int, nowait: bool = False) -> Contact:
@@ -207,12 +253,7 @@ class SqlStore:
 
     def active_execution(self, contact_id: int) -> ExecutionState | None:
         """The contact's open execution (active, waiting or handed over), or None."""
-        row = self.session.scalars(
-            sa.select(Execution)
-            .where(Execution.contact_id == contact_id, Execution.status.in_(OPEN_STATUSES))
-            .order_by(Execution.id.desc())
-            .limit(1)
-        ).first()
+        row = self.session.execute(_OPEN_EXECUTION, {"contact_id": contact_id}).first()
         if row is None:
             return None
         return ExecutionState(
@@ -220,7 +261,7 @@ class SqlStore:
             flow_id=row.flow_id,
             flow_version=row.flow_version,
             current_step=row.current_step,
-            status=row.status,  # type: ignore[arg-type]
+            status=row.status,
             variables=dict(row.variables or {}),
             step_results=dict(row.step_results or {}),
             step_state=dict(row.step_state or {}),
@@ -230,26 +271,37 @@ class SqlStore:
     def save_execution(
         self, contact_id: int, state: ExecutionState, error: str | None = None
     ) -> int:
-        """Insert or update the execution from the engine's state; returns its id."""
-        row = self.session.get(Execution, state.id) if state.id else None
-        if row is None:
-            row = Execution(contact_id=contact_id, started_at=utcnow())
-            self.session.add(row)
-        row.flow_id = state.flow_id
-        row.flow_version = state.flow_version
-        row.current_step = state.current_step
-        row.status = state.status
-        row.variables = state.variables
-        row.step_results = state.step_results
-        row.step_state = state.step_state
-        row.wait_deadline = state.wait_deadline
+        """Insert or update the execution from the engine's state; returns its id.
+
+        One statement, on the table (no ORM unit of work: this runs every turn).
+        """
+        now = utcnow()
+        values: dict[str, Any] = {
+            "flow_id": state.flow_id,
+            "flow_version": state.flow_version,
+            "current_step": state.current_step,
+            "status": state.status,
+            "variables": state.variables,
+            "step_results": state.step_results,
+            "step_state": state.step_state,
+            "wait_deadline": state.wait_deadline,
+            "updated_at": now,
+        }
         if error:
-            row.error = error
-        if state.status in ("ended", "failed") and row.ended_at is None:
-            row.ended_at = utcnow()
-        self.session.flush()
-        state.id = row.id
-        return row.id
+            values["error"] = error
+        ended = state.status in ("ended", "failed")
+        if state.id:
+            column = execution_table.c
+            update = sa.update(execution_table).where(column.id == state.id).values(**values)
+            if ended:
+                update = update.values(ended_at=sa.func.coalesce(column.ended_at, now))
+            if self.session.execute(update).rowcount:  # type: ignore[attr-defined]
+                return state.id
+        insert = sa.insert(execution_table).values(
+            contact_id=contact_id, started_at=now, ended_at=now if ended else None, **values
+        )
+        state.id = self.session.execute(insert.returning(execution_table.c.id)).scalar_one()
+        return state.id
 
     def end_execution(self, execution_id: int) -> None:
         """Mark an execution ended (its flow or step is gone)."""
@@ -301,36 +353,53 @@ class SqlStore:
         """Store the turn's outbound messages, in order; returns their ids."""
         ids = []
         for part in parts:
-            row = Message(
-                conversation_id=stored.conversation_id,
-                contact_id=stored.contact_id,
-                direction="outbound",
-                author=part.author,
-                body=part.body,
-                media=part.media_column(),
-                status=status,
-                execution_id=execution_id,
-                flow_id=flow_id,
-                step_id=part.step_id,
-                model=part.usage.model if part.usage else None,
-                prompt_tokens=part.usage.prompt_tokens if part.usage else None,
-                completion_tokens=part.usage.completion_tokens if part.usage else None,
-                latency_ms=part.usage.latency_ms if part.usage else None,
-                created_at=utcnow(),
+            ids.append(
+                self.session.execute(
+                    _INSERT_MESSAGE,
+                    {
+                        "conversation_id": stored.conversation_id,
+                        "contact_id": stored.contact_id,
+                        "direction": "outbound",
+                        "author": part.author,
+                        "body": part.body,
+                        "media": part.media_column(),
+                        "status": status,
+                        "execution_id": execution_id,
+                        "flow_id": flow_id,
+                        "step_id": part.step_id,
+                        "model": part.usage.model if part.usage else None,
+                        "prompt_tokens": part.usage.prompt_tokens if part.usage else None,
+                        "completion_tokens": part.usage.completion_tokens if part.usage else None,
+                        "latency_ms": part.usage.latency_ms if part.usage else None,
+                        "created_at": utcnow(),
+                    },
+                ).scalar_one()
             )
-            self.session.add(row)
-            self.session.flush()
-            ids.append(row.id)
         return ids
 
     def finish_inbound(
         self, message_id: int, turn_status: str, execution_id: int | None, flow_id: str | None
     ) -> None:
-        """Record how the inbound message's turn ended (``done``, ``failed``, ``skipped``)."""
+        """Record how the inbound message's turn ended (``done``, ``failed``, ``skipped``).
+
+        Also moves the conversation's ``last_message_at`` up to the message's
+        arrival (the webhook leaves the conversation row alone: a send may
+        hold its lock).
+        """
         self.session.execute(
-            sa.update(Message)
-            .where(Message.id == message_id)
+            sa.update(message_table)
+            .where(message_table.c.id == message_id)
             .values(turn_status=turn_status, execution_id=execution_id, flow_id=flow_id)
+        )
+        conversation, message = conversation_table.c, message_table.c
+        self.session.execute(
+            sa.update(conversation_table)
+            .where(
+                message.id == message_id,
+                conversation.id == message.conversation_id,
+                conversation.last_message_at < message.created_at,
+            )
+            .values(last_message_at=message.created_at)
         )
 
     def latest_conversation(self, contact_id: int) -> Conversation | None:

@@ -19,7 +19,7 @@ the transaction that changes it:
   conversation back and tells the contact (`services.handover_expiry`).
 
 Every change takes the contact's row lock (which a turn and a timer take too)
-and then the conversation's (which a send takes, `services.delivery`), so a
+and then the conversation's (which a send takes, `services.outbox`), so a
 turn, a timer or a send either finished before the change or sees it. At a
 ``takeover`` the bot's messages still queued are canceled, and a send checks
 `bot_may_send` under the conversation's lock: no bot message goes out between
@@ -357,17 +357,23 @@ def _store(
     )
 
 
-def bot_may_send(session: Session, conversation: Conversation, message: Message) -> bool:
+def bot_may_send(session: Session, conversation_id: int, controlled_by: str, author: str) -> bool:
     """Whether a stored message may go out now, under the conversation's lock.
 
     Agents' messages always may; the bot's and the system's only while the bot
     has control, or while the bot's own handover waits for an agent (what the
     bot said before it handed over, "connecting you…", still goes out; it
     runs no turn meanwhile). After a takeover or an accepted handover, none.
+
+    Args:
+        session: The session holding the conversation's lock.
+        conversation_id: The conversation.
+        controlled_by: Its ``controlled_by``, read under that lock.
+        author: The message's author (``bot``, ``system``, ``agent:<id>``).
     """
-    if message.author not in BOT_AUTHORS or conversation.controlled_by == BOT:
+    if author not in BOT_AUTHORS or controlled_by == BOT:
         return True
-    last = _last_event(session, conversation.id)
+    last = _last_event(session, conversation_id)
     if last is None:
         return True  # controlled_by set outside these events (an old row): keep sending
     return last.kind == "handover" and last.actor == BOT
@@ -390,7 +396,7 @@ def agent_message(
         ControlError: the agent does not have the conversation, `body` is
             empty, or the WhatsApp window is closed and there is no template.
     """
-    from services.delivery import window_open
+    from services.delivery_status import window_open
 
     if not body.strip():
         raise ControlError("the message is empty")

@@ -136,7 +136,7 @@ def flow_handover(
     request = execution.step_state.get(STATE_KEY)
     if not request or execution.id is None:
         return None
-    row = session.get_one(Execution, execution.id)
+    row = session.get_one(Execution, execution.id, populate_existing=True)  # saved by Core
     row.step_state = {key: value for key, value in row.step_state.items() if key != STATE_KEY}
     target = _resolve(session, str(request.get("to") or ""), f"queue:{queue}")
     return handover(session, conversation_id, BOT, target)

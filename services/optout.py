@@ -27,7 +27,12 @@ def is_opted_out(session: Session, contact_id: int) -> bool:
 def may_send(session: Session, contact_id: int, body: str) -> bool:
     """Whether a message may go to the contact: not opted out, or it is the confirmation."""
     opt_out = session.get(OptOut, contact_id)
-    return opt_out is None or (opt_out.confirmation is not None and body == opt_out.confirmation)
+    return allows(opt_out is not None, opt_out.confirmation if opt_out else None, body)
+
+
+def allows(opted_out: bool, confirmation: str | None, body: str) -> bool:
+    """`may_send` given the contact's opt-out as read (`confirmation`: the text still allowed)."""
+    return not opted_out or (confirmation is not None and body == confirmation)
 
 
 def record_opt_out(

@@ -52,7 +52,7 @@ def send_stored(session: Session, sender: TwilioSender | None, message_ids: Sequ
 
     Each send is recorded before and after the REST call, retried on Twilio
     429/5xx, and follows WhatsApp's 24-hour window (a step's template outside
-    it, or "not sent: outside the 24-hour window"): see `services.delivery`.
+    it, or "not sent: outside the 24-hour window"): see `services.outbox`.
 
     Args:
         session: The session; committed after each message.
@@ -63,12 +63,11 @@ def send_stored(session: Session, sender: TwilioSender | None, message_ids: Sequ
     Returns:
         How many were accepted by Twilio.
     """
-    from services.delivery import Dispatcher, Settings
+    from services.outbox import Outbox, Settings  # it sends through this module's helpers
 
     message_ids = cancel_opted_out(session, message_ids)  # STOP: nothing goes out
     config = current_app.config if has_app_context() else {}
-    dispatcher = Dispatcher(session, None, sender, Settings.from_config(config))
-    dispatcher.send_messages(message_ids)
+    Outbox(session, sender, Settings.from_config(config)).send_messages(message_ids)
     return (
         session.scalar(
             sa.select(sa.func.count())

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from engine.flow import DEFAULT_FALLBACK
 from engine.ports import Channel, Contact, Entitlements, ExecutionState, InboundMessage, Reply
 from engine.runner import Runner, TurnResult
+from models.entities import Contact as ContactRow
 from models.entities import Message
 from models.store import OutboundPart, SqlStore, StoredInbound
 from services.handover import announce_message
@@ -84,6 +85,9 @@ class TurnOutcome:
         error: Why the turn answered with the fallback, if it did.
         result: The runner's result, when the runner ran.
         media: The media URL sent with each reply (same order), or None each.
+        recorded: False when not even the fallback could be stored: the
+            inbound message's turn is still ``pending`` (a queued turn is
+            retried later).
     """
 
     replies: list[str] = field(default_factory=list)
@@ -92,6 +96,7 @@ class TurnOutcome:
     error: str | None = None
     result: TurnResult | None = None
     media: list[str | None] = field(default_factory=list)
+    recorded: bool = True
 
 
 class Turns:
@@ -147,32 +152,34 @@ class Turns:
 
     def store(self, incoming: Incoming) -> StoredInbound | None:
         """Step 2: store the inbound message in its own transaction (None: duplicate)."""
-        store = SqlStore(self.session)
-        try:
-            stored = store.store_inbound(
-                phone=incoming.phone,
-                name=incoming.name,
-                channel=incoming.channel,
-                address=incoming.address,
-                body=incoming.body,
-                message_sid=incoming.message_sid,
-                media=incoming.media,
-                details=_details(incoming),
-            )
-            self.session.commit()
-        except Exception:
-            self.session.rollback()
-            raise
-        return stored
+        return store_incoming(self.session, incoming)
 
     def run(
-        self, stored: StoredInbound, incoming: Incoming, flow_id: str | None = None
+        self,
+        stored: StoredInbound,
+        incoming: Incoming,
+        flow_id: str | None = None,
+        *,
+        locked: ContactRow | None = None,
+        controlled_by: str | None = None,
     ) -> TurnOutcome:
-        """Steps 3 to 6: lock the contact, run the flow, commit execution and transcript."""
+        """Steps 3 to 6: lock the contact, run the flow, commit execution and transcript.
+
+        Args:
+            stored: The stored inbound message.
+            incoming: Its content.
+            flow_id: Run this flow rather than follow triggers.
+            locked: The contact's row, when the caller already holds its lock
+                in this transaction (a queued turn: `services.delivery`).
+            controlled_by: The conversation's ``controlled_by`` as read under
+                that lock (read here when None).
+        """
         store = SqlStore(self.session)
         try:
-            contact_row = store.lock_contact(stored.contact_id)
-            if store.controller(stored.conversation_id) != "bot":
+            contact_row = locked if locked is not None else store.lock_contact(stored.contact_id)
+            if controlled_by is None:
+                controlled_by = store.controller(stored.conversation_id)
+            if controlled_by != "bot":
                 store.finish_inbound(stored.message_id, "skipped", None, None)
                 announce_message(self.session, self.session.get_one(Message, stored.message_id))
                 self.session.commit()
@@ -359,8 +366,14 @@ class Turns:
         except Exception:
             self.session.rollback()
             log.exception("turn.fallback_not_stored message=%s", stored.message_id)
+            recorded = False
+        else:
+            recorded = True
         return TurnOutcome(
-            replies=[text], message_id=stored.message_id, error=f"{type(error).__name__}"
+            replies=[text],
+            message_id=stored.message_id,
+            error=f"{type(error).__name__}",
+            recorded=recorded,
         )
 
     def _fallback_text(self) -> str:
@@ -368,6 +381,38 @@ class Turns:
         if flow is not None and "{" not in flow.fallback:
             return flow.fallback
         return DEFAULT_FALLBACK
+
+
+def store_incoming(session: Session, incoming: Incoming) -> StoredInbound | None:
+    """Store an inbound message in its own transaction, keyed by ``MessageSid``.
+
+    The webhook's whole database work when turns are queued: two statements
+    and a commit for a known contact (`SqlStore.store_inbound`).
+
+    Returns:
+        The stored ids, or None for a ``MessageSid`` already stored (nothing
+        is changed then).
+
+    Raises:
+        sqlalchemy.exc.OperationalError: the database is unreachable (nothing
+            was stored).
+    """
+    try:
+        stored = SqlStore(session).store_inbound(
+            phone=incoming.phone,
+            name=incoming.name,
+            channel=incoming.channel,
+            address=incoming.address,
+            body=incoming.body,
+            message_sid=incoming.message_sid,
+            media=incoming.media,
+            details=_details(incoming),
+        )
+    except Exception:
+        session.rollback()
+        raise
+    session.commit()
+    return stored
 
 
 def _details(incoming: Incoming) -> dict[str, Any]:

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from typing import Any
 
 from celery import Celery
 from flask import Flask, current_app
 from sqlalchemy.exc import OperationalError
 
+from integrations.twilio import TwilioSender
 from models import db
-from services.delivery import Dispatcher, Settings, TurnNotFinished, stalled_contacts
+from services.delivery import Dispatcher, TurnNotFinished, stalled_contacts
 from services.outbound import sender_from_config
+from services.outbox import Settings
 
 log = logging.getLogger("parley.tasks")
 
@@ -72,7 +75,7 @@ def init_celery(app: Flask) -> Celery | None:
     def drain_contact(task: Any, contact_id: int) -> None:
         """Run a contact's pending turns in order and send the replies."""
         with app.app_context():
-            worker = dispatcher()
+            worker = dispatcher(thread_sender())
             try:
                 done = worker.drain(contact_id)
             except Exception as error:  # the rows are the record: try again later
@@ -80,8 +83,6 @@ def init_celery(app: Flask) -> Celery | None:
                 log.warning("task.drain.retry contact=%s reason=%r", contact_id, error)
                 raise task.retry(countdown=1 + random.random() * 4, max_retries=30) from error
             finally:
-                if worker.sender is not None:
-                    worker.sender.close()
                 db.session.remove()
         if not done and task.request.retries < BUSY_RETRIES:
             # Another turn holds the contact. A draining worker looks for
@@ -104,11 +105,34 @@ def init_celery(app: Flask) -> Celery | None:
     return celery
 
 
-def dispatcher() -> Dispatcher:
-    """A dispatcher for the current app context."""
+def dispatcher(sender: TwilioSender | None = None) -> Dispatcher:
+    """A dispatcher for the current app context.
+
+    Args:
+        sender: The Twilio sender to use; None makes a new one from the
+            configuration, which the caller closes (``dispatcher.sender``).
+    """
     turns = current_app.extensions["parley"].turns()
-    sender = sender_from_config(current_app.config)
+    if sender is None:
+        sender = sender_from_config(current_app.config)
     return Dispatcher(db.session, turns, sender, Settings.from_config(current_app.config))
+
+
+_threads = threading.local()
+
+
+def thread_sender() -> TwilioSender | None:
+    """This worker thread's Twilio sender, kept for the thread's life.
+
+    One per thread (a ``requests.Session`` is not meant to be shared between
+    threads), so each thread reuses its HTTPS connection to Twilio rather
+    than open one per task. None when Twilio is not configured.
+    """
+    senders: dict[int, TwilioSender | None] = _threads.__dict__.setdefault("senders", {})
+    key = id(current_app._get_current_object())  # type: ignore[attr-defined]
+    if key not in senders:
+        senders[key] = sender_from_config(current_app.config)
+    return senders[key]
 
 
 def enqueue_drain(celery: Celery, contact_id: int, countdown: float | None = None) -> None:

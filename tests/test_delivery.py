@@ -14,8 +14,10 @@ from twilio.request_validator import RequestValidator
 
 from models import Contact, Delivery, Message, db
 from models.store import OutboundPart, SqlStore, StoredInbound
-from services.delivery import OUTSIDE_WINDOW, Dispatcher, Settings, failed_deliveries
+from services.delivery import Dispatcher
+from services.delivery_status import OUTSIDE_WINDOW, failed_deliveries
 from services.outbound import send_stored, sender_from_config
+from services.outbox import Settings
 from tasks import dispatcher
 from tests.conftest import AUTH_TOKEN, PUBLIC_BASE_URL
 from tests.delivery_support import FLOWS, redis_or_skip
@@ -116,7 +118,7 @@ def test_a_send_cut_short_is_never_repeated_and_its_callback_fills_it_in(
         assert worker.run_next_turn(contact_id) == "ran"
         message_id = db.session.scalar(sa.select(Message.id).where(Message.direction == "outbound"))
         # The worker wrote "sending" and died during the REST call.
-        claim = worker._claim(message_id, wait_for_others=True)
+        claim = worker.outbox._claim(message_id, wait_for_others=True)
         db.session.remove()
 
     drain(app)  # the redelivered task: the send may be under way elsewhere
@@ -124,7 +126,7 @@ def test_a_send_cut_short_is_never_repeated_and_its_callback_fills_it_in(
 
     with app.app_context():
         worker = dispatcher()
-        worker.settings = Settings(inflight_seconds=0)  # ... long enough ago
+        worker.outbox.settings = Settings(inflight_seconds=0)  # ... long enough ago
         worker.drain(contact_id)
         row = db.session.get(Message, message_id)
         assert (row.status, row.message_sid) == ("unknown", None)

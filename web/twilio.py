@@ -15,8 +15,8 @@ from sqlalchemy.exc import OperationalError
 
 from integrations.twilio import parse_inbound, public_url, signature_is_valid, twiml_reply
 from models import db
-from services.delivery import CALLBACK_STATUSES, record_status
-from services.turns import Incoming, TurnOutcome, Turns
+from services.delivery_status import CALLBACK_STATUSES, record_status
+from services.turns import Incoming, TurnOutcome, store_incoming
 from tasks import enqueue_drain
 
 log = logging.getLogger("parley.web.twilio")
@@ -76,23 +76,25 @@ def inbound_message() -> Response:
         button=form.button,
         location=form.location,
     )
-    turns = current_app.extensions["parley"].turns()
     celery = current_app.extensions.get("celery")
     try:
-        outcome = turns.handle(incoming) if celery is None else _queue(turns, celery, incoming)
+        if celery is None:
+            outcome = current_app.extensions["parley"].turns().handle(incoming)
+        else:
+            outcome = _queue(celery, incoming)
     except OperationalError:
         log.exception("twilio.inbound.database_unavailable")
         return _plain(503, "Service unavailable: the database cannot be reached")
     return Response(twiml_reply(outcome.replies, outcome.media), mimetype="text/xml")
 
 
-def _queue(turns: Turns, celery: Celery, incoming: Incoming) -> TurnOutcome:
+def _queue(celery: Celery, incoming: Incoming) -> TurnOutcome:
     """Store the message and enqueue its contact's turns; inline if Redis is down.
 
     Raises:
         sqlalchemy.exc.OperationalError: the message could not be stored.
     """
-    stored = turns.store(incoming)
+    stored = store_incoming(db.session, incoming)
     if stored is None:
         log.info("turn.duplicate message_sid=%s", incoming.message_sid)
         return TurnOutcome(duplicate=True)
@@ -101,7 +103,7 @@ def _queue(turns: Turns, celery: Celery, incoming: Incoming) -> TurnOutcome:
         enqueue_drain(celery, stored.contact_id, countdown=debounce or None)
     except Exception:  # kombu/redis errors: the broker is unreachable
         log.exception("twilio.inbound.queue_unavailable message=%s", stored.message_id)
-        return turns.run(stored, incoming)
+        return current_app.extensions["parley"].turns().run(stored, incoming)
     return TurnOutcome(message_id=stored.message_id)
 
 

@@ -25,7 +25,7 @@ from models.curation import User
 from models.entities import Contact, Conversation, Execution
 from models.handover import AgentPresence
 from services import handover
-from services.delivery import window_open
+from services.delivery_status import window_open
 from services.handover_routing import set_available, step_enterer
 from services.handover_transcript import transcript
 from services.outbound import send_stored, twilio_sender

@@ -1,0 +1,158 @@
+"""Delivery statuses and WhatsApp's 24-hour window: what Twilio reports and allows.
+
+Twilio posts each outbound message's status to its status callback
+(``POST /twilio/status``); `record_status` applies them in lifecycle order,
+whatever order they arrive in. `window_open` tells whether a WhatsApp
+conversation's customer-service window is open (free-form messages allowed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from models import Contact, Delivery, Message
+from models.entities import utcnow
+
+#: WhatsApp's customer-service window: free-form messages only within 24 hours
+#: of the contact's last message (Twilio error 63016 otherwise;
+#: https://www.twilio.com/docs/whatsapp/key-concepts#the-24-hour-window-or-24-hour-session).
+SERVICE_WINDOW = dt.timedelta(hours=24)
+
+#: Why a message outside the window without a template was not sent.
+OUTSIDE_WINDOW = "not sent: outside the 24-hour window"
+
+#: Twilio's message lifecycle, in order (docs: "Outbound Message Status in
+#: Status Callbacks"); a status only replaces one of lower rank. ``pending``
+#: (stored, not sent yet) and ``unknown`` (the send was cut short) are Parley's.
+STATUS_RANK: dict[str, int] = {
+    "pending": 0,
+    "unknown": 0,
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 2,
+    "sending": 3,
+    "sent": 4,
+    "failed": 5,
+    "undelivered": 5,
+    "canceled": 5,
+    "delivered": 6,
+    "read": 7,
+}
+
+#: Statuses Twilio posts to a status callback.
+CALLBACK_STATUSES = frozenset(STATUS_RANK) - {"pending", "unknown"}
+
+#: Outbound statuses that count as a failed delivery.
+FAILED_STATUSES = ("failed", "undelivered", "unknown")
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    """SQLite gives naive datetimes back; they were stored in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def advance_status(
+    session: Session, message_id: int, status: str, error_code: int | None = None
+) -> bool:
+    """Move an outbound message to `status` unless it is already further along.
+
+    One conditional UPDATE, so two callbacks racing cannot move it backwards.
+
+    Returns:
+        Whether the status changed.
+    """
+    return _advance(session, Message.id == message_id, status, error_code)
+
+
+def _advance(session: Session, where: Any, status: str, error_code: int | None) -> bool:
+    rank = sa.case(STATUS_RANK, value=Message.status, else_=0)
+    values: dict[str, Any] = {"status": status}
+    if error_code is not None:
+        values["error_code"] = error_code
+    result = session.execute(
+        sa.update(Message).where(where, rank < STATUS_RANK[status]).values(**values)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def record_status(
+    session: Session,
+    message_sid: str,
+    status: str,
+    error_code: int | None = None,
+    idempotency_key: str | None = None,
+) -> str:
+    """Apply one Twilio status callback.
+
+    Args:
+        session: The session; committed here.
+        message_sid: ``MessageSid``.
+        status: ``MessageStatus``, one of `CALLBACK_STATUSES`.
+        error_code: ``ErrorCode``, for ``failed`` and ``undelivered``.
+        idempotency_key: The ``delivery`` query parameter of the callback URL:
+            names the message when its SID was never recorded (a worker died
+            during the REST call).
+
+    Returns:
+        ``applied``, ``stale`` (the message is already further along) or
+        ``unknown`` (no such message).
+
+    Raises:
+        ValueError: `status` is not a Twilio message status.
+    """
+    if status not in CALLBACK_STATUSES:
+        raise ValueError(f"MessageStatus is not a message status: {status!r}")
+    known = session.scalar(sa.select(Message.id).where(Message.message_sid == message_sid))
+    if known is None and idempotency_key:
+        delivery = session.scalars(
+            sa.select(Delivery).where(Delivery.idempotency_key == idempotency_key)
+        ).first()
+        if delivery is not None:
+            session.execute(
+                sa.update(Message)
+                .where(Message.id == delivery.message_id, Message.message_sid.is_(None))
+                .values(message_sid=message_sid)
+            )
+            if delivery.state in ("sending", "unknown"):
+                delivery.state, delivery.error = "sent", None
+            known = session.scalar(sa.select(Message.id).where(Message.message_sid == message_sid))
+    if known is None:
+        session.commit()
+        return "unknown"
+    applied = _advance(session, Message.message_sid == message_sid, status, error_code)
+    session.commit()
+    return "applied" if applied else "stale"
+
+
+def window_open(session: Session, conversation_id: int, now: dt.datetime | None = None) -> bool:
+    """Whether the conversation's WhatsApp 24-hour customer-service window is open.
+
+    The window opens with each message the contact sends and lasts 24 hours.
+    """
+    last = session.scalar(
+        sa.select(sa.func.max(Message.created_at)).where(
+            Message.conversation_id == conversation_id, Message.direction == "inbound"
+        )
+    )
+    return within_window(last, now or utcnow())
+
+
+def within_window(last_inbound_at: dt.datetime | None, now: dt.datetime) -> bool:
+    """`window_open` given the time of the contact's last message (None: never wrote)."""
+    return last_inbound_at is not None and now - _aware(last_inbound_at) < SERVICE_WINDOW
+
+
+def failed_deliveries(session: Session) -> list[tuple[int, str, int]]:
+    """Contacts with failed outbound messages: ``(contact_id, phone, count)``, most first."""
+    rows = session.execute(
+        sa.select(Contact.id, Contact.phone, sa.func.count(Message.id))
+        .join(Message, Message.contact_id == Contact.id)
+        .where(Message.direction == "outbound", Message.status.in_(FAILED_STATUSES))
+        .group_by(Contact.id, Contact.phone)
+        .order_by(sa.func.count(Message.id).desc(), Contact.id)
+    ).all()
+    return [(contact_id, phone, count) for contact_id, phone, count in rows]

@@ -1,0 +1,419 @@
+"""REST sends of stored outbound messages, each recorded before and after the call.
+
+`Outbox.send_pending` sends a contact's ``pending`` outbound messages oldest
+first, one at a time per conversation (under the conversation's row lock),
+each recorded before the REST call (`models.delivery.Delivery`, state
+``sending``, committed) and after it. `Outbox.send_messages` sends given
+messages (a timer's, a resume after a payment).
+
+Crash windows (a worker killed, its task redelivered by ``acks_late``):
+
+- before a send: the outbound row is ``pending`` and is sent by the
+  redelivered task (or the sweeper);
+- during the REST call (``Delivery.state == "sending"``, no ``MessageSid``):
+  Twilio may or may not have accepted the message and there is no way to ask
+  it without the SID, so the message is never sent again (at most once). After
+  `Settings.inflight_seconds` it is marked ``unknown``; if Twilio did accept
+  it, its first status callback carries the delivery's idempotency key in the
+  URL and fills in the SID and the status. The residual risk is a reply that
+  Twilio never received and that nobody resends: it is visible as ``unknown``
+  in `services.delivery_status.failed_deliveries` and ``flask delivery failures``.
+
+A read timeout of the REST call is treated the same way (Twilio may have
+accepted it). Twilio 429 and 5xx answers and refused connections are retried
+with exponential backoff and full jitter (`tenacity`) until
+`Settings.send_deadline`; Twilio has no idempotency key for Messages, so a
+5xx after Twilio stored the message could in principle duplicate it (Twilio
+documents 5xx as not processed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+from twilio.base.exceptions import TwilioRestException
+
+from integrations.twilio import DEFAULT_SEND_TIMEOUT, TwilioSender
+from models import Delivery, Message
+from models.entities import utcnow
+from models.runtime import OptOut
+from models.store import contact_table, conversation_table, message_table
+from services.delivery_status import OUTSIDE_WINDOW, STATUS_RANK, _aware, within_window
+from services.handover import bot_may_send
+from services.optout import allows
+from services.outbound import contact_address
+
+log = logging.getLogger("parley.delivery")
+
+#: Rows are read and written on the tables (Core): this runs for every message.
+delivery_table: sa.Table = Delivery.__table__  # type: ignore[assignment]
+opt_out_table: sa.Table = OptOut.__table__  # type: ignore[assignment]
+_message, _conversation, _contact = message_table.c, conversation_table.c, contact_table.c
+_inbound = message_table.alias("inbound")
+
+#: The conversation's row lock, and whether a send of it is under way.
+_LOCK_CONVERSATION = (
+    sa.select(
+        _conversation.id,
+        _conversation.channel,
+        _conversation.address,
+        _conversation.controlled_by,
+        sa.select(delivery_table.c.id)
+        .join(message_table, _message.id == delivery_table.c.message_id)
+        .where(_message.conversation_id == _conversation.id, delivery_table.c.state == "sending")
+        .exists()
+        .label("sending"),
+    )
+    .where(_conversation.id == sa.bindparam("conversation_id"))
+    .with_for_update(of=conversation_table, key_share=True)
+)
+
+#: An outbound message with everything that decides whether it goes out.
+_TO_SEND = (
+    sa.select(
+        _message.id,
+        _message.author,
+        _message.body,
+        _message.media,
+        _message.message_sid,
+        _contact.phone,
+        opt_out_table.c.contact_id.label("opted_out"),
+        opt_out_table.c.confirmation,
+        sa.select(delivery_table.c.id)
+        .where(delivery_table.c.message_id == _message.id)
+        .exists()
+        .label("attempted"),
+        sa.select(sa.func.max(_inbound.c.created_at))
+        .where(
+            _inbound.c.conversation_id == _message.conversation_id,
+            _inbound.c.direction == "inbound",
+        )
+        .scalar_subquery()
+        .label("last_inbound_at"),
+    )
+    .join(contact_table, _contact.id == _message.contact_id)
+    .outerjoin(opt_out_table, opt_out_table.c.contact_id == _message.contact_id)
+    .where(_message.id == sa.bindparam("message_id"))
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How sends are made and retried.
+
+    Attributes:
+        public_base_url: ``PUBLIC_BASE_URL``; status callbacks go to its
+            ``/twilio/status`` (none when unset).
+        debounce_seconds: ``TURN_DEBOUNCE_MS`` in seconds; when not 0, the
+            pending messages of a contact waiting at an ``llm`` step are
+            answered as one turn (the webhook also delays the task by it).
+        send_deadline: Seconds within which a send is retried
+            (``TWILIO_SEND_DEADLINE``).
+        retry_backoff: First backoff step in seconds; waits are random up to
+            ``backoff * 2**n``, at most 8 s (``TWILIO_RETRY_BACKOFF``).
+        inflight_seconds: How long a send under way blocks the next message of
+            its conversation before it is taken as cut short.
+    """
+
+    public_base_url: str | None = None
+    debounce_seconds: float = 0.0
+    send_deadline: float = 30.0
+    retry_backoff: float = 0.5
+    inflight_seconds: float = 30.0 + DEFAULT_SEND_TIMEOUT + 15.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """The settings from the app's configuration."""
+        deadline = float(config.get("TWILIO_SEND_DEADLINE") or 30)
+        return cls(
+            public_base_url=config.get("PUBLIC_BASE_URL") or None,
+            debounce_seconds=float(config.get("TURN_DEBOUNCE_MS") or 0) / 1000,
+            send_deadline=deadline,
+            retry_backoff=float(config.get("TWILIO_RETRY_BACKOFF") or 0.5),
+            inflight_seconds=deadline + DEFAULT_SEND_TIMEOUT + 15.0,
+        )
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A message claimed for sending: its delivery row is committed as ``sending``."""
+
+    message_id: int
+    key: str
+    from_address: str
+    to_address: str
+    body: str
+    template: dict[str, Any] | None
+    media_urls: tuple[str, ...] = ()
+
+
+class Outbox:
+    """Sends stored outbound messages through the Twilio REST API, each at most once.
+
+    Args:
+        session: The SQLAlchemy session; committed before and after each call.
+        sender: The Twilio REST sender, or None when Twilio is not configured
+            (every send is then recorded as failed).
+        settings: Retry and callback settings.
+    """
+
+    def __init__(self, session: Session, sender: TwilioSender | None, settings: Settings) -> None:
+        self.session = session
+        self.sender = sender
+        self.settings = settings
+
+    def send_pending(self, contact_id: int) -> int:
+        """Send the contact's pending outbound messages in order.
+
+        Returns:
+            How many REST calls were made.
+        """
+        calls = 0
+        skipped: set[int] = set()
+        while True:
+            claim = self._claim_next(contact_id)
+            if claim is None:
+                return calls
+            if isinstance(claim, _Skipped):
+                if claim.message_id in skipped:  # attempted, yet still pending: leave it
+                    log.error("delivery.stuck message=%s", claim.message_id)
+                    return calls
+                skipped.add(claim.message_id)
+                continue
+            assert isinstance(claim, _Claim)
+            calls += 1
+            self._send(claim)
+
+    def send_messages(self, message_ids: Sequence[int]) -> int:
+        """Send these stored outbound messages, in order, each at most once.
+
+        For messages stored outside a queued turn (a timer, a resume after a
+        payment); a message already attempted or with a ``MessageSid`` is skipped.
+
+        Returns:
+            How many REST calls were made.
+        """
+        calls = 0
+        for message_id in message_ids:
+            claim = self._claim(message_id, wait_for_others=False)
+            if isinstance(claim, _Claim):
+                calls += 1
+                self._send(claim)
+        return calls
+
+    def _claim_next(self, contact_id: int) -> _Claim | _Skipped | None:
+        """Record the contact's next send as under way, or None when there is none."""
+        oldest = self.session.execute(
+            sa.select(message_table.c.id, message_table.c.conversation_id)
+            .where(
+                message_table.c.contact_id == contact_id,
+                message_table.c.direction == "outbound",
+                message_table.c.status == "pending",
+            )
+            .order_by(message_table.c.id)
+            .limit(1)
+        ).first()
+        if oldest is None:
+            self.session.commit()
+            return None
+        return self._claim(oldest.id, wait_for_others=True, conversation_id=oldest.conversation_id)
+
+    def _claim(
+        self, message_id: int, wait_for_others: bool, conversation_id: int | None = None
+    ) -> _Claim | _Skipped | None:
+        """Write the message's delivery as ``sending`` and commit (the record before).
+
+        Under the conversation's row lock, so that two workers never claim the
+        same message or send two messages of a conversation at once.
+
+        Args:
+            message_id: The outbound message.
+            wait_for_others: Give up (None) while another send of the
+                conversation is under way.
+            conversation_id: The message's conversation, when the caller knows it.
+
+        Returns:
+            The claim; `_Skipped` when the message was not to be sent (recorded
+            as failed, or already attempted); None when another send of the
+            conversation is under way and `wait_for_others`.
+        """
+        if conversation_id is None:
+            conversation_id = self.session.scalar(
+                sa.select(message_table.c.conversation_id).where(message_table.c.id == message_id)
+            )
+        conversation = self.session.execute(
+            _LOCK_CONVERSATION, {"conversation_id": conversation_id}
+        ).one()
+        now = utcnow()
+        if conversation.sending and wait_for_others and self._in_flight(conversation.id, now):
+            self.session.commit()  # its sender sends the rest when it is done
+            return None
+        # Read under the lock: whether another worker claimed it meanwhile.
+        message = self.session.execute(_TO_SEND, {"message_id": message_id}).one()
+        if message.attempted or message.message_sid is not None:
+            self.session.commit()
+            return _Skipped(message.id)
+        template = (message.media or {}).get("template")
+        key = secrets.token_hex(16)
+        skip, status = None, "failed"
+        if not allows(message.opted_out is not None, message.confirmation, message.body):
+            skip, status = "canceled: the contact opted out", "canceled"
+        elif not bot_may_send(
+            self.session, conversation.id, conversation.controlled_by, message.author
+        ):
+            skip, status = "canceled: an agent has the conversation", "canceled"
+        elif self.sender is None:
+            skip = "Twilio is not configured (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)"
+        elif conversation.channel == "whatsapp" and not within_window(message.last_inbound_at, now):
+            if template:
+                log.info("delivery.template message=%s", message.id)
+            else:
+                skip = OUTSIDE_WINDOW
+        else:
+            template = None  # inside the window: the free-form text
+        delivery = {"message_id": message.id, "idempotency_key": key, "attempted_at": now}
+        if skip:
+            self.session.execute(
+                sa.insert(delivery_table).values(
+                    **delivery, state="failed", error=skip, finished_at=now
+                )
+            )
+            self.session.execute(
+                sa.update(message_table)
+                .where(message_table.c.id == message.id)
+                .values(status=status)
+            )
+            self.session.commit()
+            log.warning("delivery.not_sent message=%s reason=%s", message.id, skip)
+            return _Skipped(message.id)
+        self.session.execute(sa.insert(delivery_table).values(**delivery, state="sending"))
+        claim = _Claim(
+            message_id=message.id,
+            key=key,
+            from_address=conversation.address,
+            to_address=contact_address(conversation.channel, message.phone),
+            body=message.body,
+            template=template,
+            media_urls=tuple((message.media or {}).get("urls") or ()),
+        )
+        self.session.commit()
+        return claim
+
+    def _in_flight(self, conversation_id: int, now: dt.datetime) -> bool:
+        """Whether a send of the conversation is under way; marks cut-short ones ``unknown``."""
+        rows = self.session.execute(
+            sa.select(Delivery.id, Delivery.message_id, Delivery.attempted_at)
+            .join(Message, Message.id == Delivery.message_id)
+            .where(Message.conversation_id == conversation_id, Delivery.state == "sending")
+        ).all()
+        cutoff = now - dt.timedelta(seconds=self.settings.inflight_seconds)
+        busy = False
+        for delivery_id, message_id, attempted_at in rows:
+            if _aware(attempted_at) > cutoff:
+                busy = True
+                continue
+            log.error("delivery.cut_short message=%s: never resent (outcome unknown)", message_id)
+            self.session.execute(
+                sa.update(Delivery)
+                .where(Delivery.id == delivery_id)
+                .values(state="unknown", error="send cut short: outcome unknown", finished_at=now)
+            )
+            self.session.execute(
+                sa.update(Message)
+                .where(Message.id == message_id, Message.status == "pending")
+                .values(status="unknown")
+            )
+        return busy
+
+    def _send(self, claim: _Claim) -> None:
+        """Make the REST call with retries, then record its outcome."""
+        callback = None
+        if self.settings.public_base_url:
+            base = self.settings.public_base_url.rstrip("/")
+            callback = f"{base}/twilio/status?delivery={claim.key}"
+        attempts = 0
+        sid = error = None
+        state, status, error_code = "sent", "queued", None
+        retrying = Retrying(
+            retry=retry_if_exception(_retryable),
+            wait=wait_random_exponential(multiplier=self.settings.retry_backoff, max=8),
+            stop=stop_after_delay(self.settings.send_deadline) | stop_after_attempt(10),
+            reraise=True,
+        )
+        assert self.sender is not None
+        try:
+            for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    sid = self.sender.send(
+                        claim.from_address,
+                        claim.to_address,
+                        claim.body,
+                        callback,
+                        content_sid=(claim.template or {}).get("content_sid"),
+                        content_variables=(claim.template or {}).get("content_variables"),
+                        media_urls=claim.media_urls,
+                    )
+        except TwilioRestException as exc:
+            state, status, error_code = "failed", "failed", exc.code
+            error = f"Twilio {exc.status} error {exc.code}: {exc.msg}"
+        except requests.exceptions.ReadTimeout as exc:
+            state, status, error = "unknown", "unknown", f"no answer in time: {exc}"
+        except requests.exceptions.RequestException as exc:
+            state, status, error = "failed", "failed", f"Twilio unreachable: {exc}"
+        now = utcnow()
+        # One UPDATE: the SID unless one is there (a status callback may have
+        # been faster), and the status unless it is already further along.
+        column = message_table.c
+        if status == "unknown":
+            moves = column.status == "pending"
+        else:
+            moves = sa.case(STATUS_RANK, value=column.status, else_=0) < STATUS_RANK[status]
+        values: dict[str, Any] = {"status": sa.case((moves, status), else_=column.status)}
+        if status != "unknown" and error_code is not None:
+            values["error_code"] = sa.case((moves, error_code), else_=column.error_code)
+        if sid is not None:
+            values["message_sid"] = sa.func.coalesce(column.message_sid, sid)
+        self.session.execute(
+            sa.update(message_table).where(column.id == claim.message_id).values(**values)
+        )
+        self.session.execute(
+            sa.update(delivery_table)
+            .where(delivery_table.c.idempotency_key == claim.key)
+            .values(state=state, attempts=attempts, error=error, finished_at=now)
+        )
+        self.session.commit()
+        if error:
+            log.error(
+                "delivery.failed message=%s attempts=%s %s", claim.message_id, attempts, error
+            )
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    """A message that was not to be sent (recorded as failed, or already attempted)."""
+
+    message_id: int
+
+
+def _retryable(error: BaseException) -> bool:
+    """Twilio 429 and 5xx answers and refused connections (nothing was stored)."""
+    if isinstance(error, TwilioRestException):
+        return error.status == 429 or error.status >= 500
+    # ConnectTimeout is a ConnectionError; a ReadTimeout is not (Twilio may have it).
+    return isinstance(error, requests.exceptions.ConnectionError)
