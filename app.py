@@ -126,7 +126,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["SECRET_KEY"] = settings.get("SECRET_KEY") or secrets.token_hex(32)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
     if settings.get("DATABASE_POOL_SIZE"):  # a turn holds a connection: >= worker threads
-        app.config["SQLALCHEMY_ENGINE_OPTIONS"]["pool_size"] = int(settings["DATABASE_POOL_SIZE"])
+        # A hard cap (no overflow), so that processes x pool size is what
+        # PostgreSQL's max_connections must allow.
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"].update(
+            pool_size=int(settings["DATABASE_POOL_SIZE"]), max_overflow=0
+        )
     _configure_logging(app)
 
     init_db(app)

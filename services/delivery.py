@@ -41,7 +41,7 @@ from models.store import (
     conversation_table,
     message_table,
 )
-from services.outbox import Outbox, Settings
+from services.outbox import Outbox, Sent, Settings
 from services.turns import Incoming, Turns
 
 log = logging.getLogger("parley.delivery")
@@ -152,7 +152,10 @@ class Dispatcher:
             # Sends left by an earlier run are looked for once; after that,
             # only a turn run here stores new ones for this loop to send.
             if step == "ran" or first:
-                self.send_pending(contact_id)
+                sent = self.send_pending(contact_id)
+                if not sent.inbound_waiting:
+                    # Nothing came in meanwhile; what comes later has its own task.
+                    return True
             if step == "idle":
                 return True
             first = False
@@ -230,7 +233,7 @@ class Dispatcher:
         merged = incoming_from_row(last, last, contact)
         return last, dataclasses.replace(merged, body=text)
 
-    def send_pending(self, contact_id: int) -> int:
+    def send_pending(self, contact_id: int) -> Sent:
         """Send the contact's pending outbound messages in order (`Outbox.send_pending`)."""
         return self.outbox.send_pending(contact_id)
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from models import Contact, Delivery, Message
 from models.entities import utcnow
+from models.store import message_table
 
 #: WhatsApp's customer-service window: free-form messages only within 24 hours
 #: of the contact's last message (Twilio error 63016 otherwise;
@@ -43,6 +44,10 @@ STATUS_RANK: dict[str, int] = {
     "read": 7,
 }
 
+#: A message's rank in SQL (built once: a CASE of a dozen branches is costly
+#: to build for every send).
+STATUS_RANK_OF = sa.case(STATUS_RANK, value=message_table.c.status, else_=0)
+
 #: Statuses Twilio posts to a status callback.
 CALLBACK_STATUSES = frozenset(STATUS_RANK) - {"pending", "unknown"}
 
@@ -65,16 +70,15 @@ def advance_status(
     Returns:
         Whether the status changed.
     """
-    return _advance(session, Message.id == message_id, status, error_code)
+    return _advance(session, message_table.c.id == message_id, status, error_code)
 
 
 def _advance(session: Session, where: Any, status: str, error_code: int | None) -> bool:
-    rank = sa.case(STATUS_RANK, value=Message.status, else_=0)
     values: dict[str, Any] = {"status": status}
     if error_code is not None:
         values["error_code"] = error_code
     result = session.execute(
-        sa.update(Message).where(where, rank < STATUS_RANK[status]).values(**values)
+        sa.update(message_table).where(where, STATUS_RANK[status] > STATUS_RANK_OF).values(**values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -123,7 +127,7 @@ def record_status(
     if known is None:
         session.commit()
         return "unknown"
-    applied = _advance(session, Message.message_sid == message_sid, status, error_code)
+    applied = _advance(session, message_table.c.message_sid == message_sid, status, error_code)
     session.commit()
     return "applied" if applied else "stale"
 

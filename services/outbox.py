@@ -53,7 +53,13 @@ from models import Delivery, Message
 from models.entities import utcnow
 from models.runtime import OptOut
 from models.store import contact_table, conversation_table, message_table
-from services.delivery_status import OUTSIDE_WINDOW, STATUS_RANK, _aware, within_window
+from services.delivery_status import (
+    OUTSIDE_WINDOW,
+    STATUS_RANK,
+    STATUS_RANK_OF,
+    _aware,
+    within_window,
+)
 from services.handover import bot_may_send
 from services.optout import allows
 from services.outbound import contact_address
@@ -65,6 +71,58 @@ delivery_table: sa.Table = Delivery.__table__  # type: ignore[assignment]
 opt_out_table: sa.Table = OptOut.__table__  # type: ignore[assignment]
 _message, _conversation, _contact = message_table.c, conversation_table.c, contact_table.c
 _inbound = message_table.alias("inbound")
+
+#: A send's outcome, in one UPDATE: the status unless the message is already
+#: further along (a status callback may have been faster), its error code with
+#: it, and the SID unless one is there.
+_moves = sa.bindparam("rank", type_=sa.Integer) > STATUS_RANK_OF
+_RECORD_OUTCOME = (
+    sa.update(message_table)
+    .where(_message.id == sa.bindparam("message_id"))
+    .values(
+        status=sa.case((_moves, sa.bindparam("status", type_=sa.String)), else_=_message.status),
+        error_code=sa.case(
+            (
+                sa.and_(_moves, sa.bindparam("error_code", type_=sa.Integer).is_not(None)),
+                sa.bindparam("error_code", type_=sa.Integer),
+            ),
+            else_=_message.error_code,
+        ),
+        message_sid=sa.func.coalesce(_message.message_sid, sa.bindparam("sid", type_=sa.String)),
+    )
+)
+#: A send cut short (no answer in time): ``unknown`` unless already further along.
+_RECORD_UNKNOWN = (
+    sa.update(message_table)
+    .where(_message.id == sa.bindparam("message_id"), _message.status == "pending")
+    .values(status="unknown")
+)
+
+_oldest_pending_send = (
+    sa.select(_message.id, _message.conversation_id)
+    .where(
+        _message.contact_id == sa.bindparam("contact_id"),
+        _message.direction == "outbound",
+        _message.status == "pending",
+    )
+    .order_by(_message.id)
+    .limit(1)
+    .subquery()
+)
+#: The contact's next message to send (if any), and whether an inbound
+#: message of the contact waits for its turn.
+_NEXT_WORK = sa.select(
+    sa.select(_oldest_pending_send.c.id).scalar_subquery().label("message_id"),
+    sa.select(_oldest_pending_send.c.conversation_id).scalar_subquery().label("conversation_id"),
+    sa.select(_inbound.c.id)
+    .where(
+        _inbound.c.contact_id == sa.bindparam("contact_id"),
+        _inbound.c.direction == "inbound",
+        _inbound.c.turn_status == "pending",
+    )
+    .exists()
+    .label("inbound_waiting"),
+)
 
 #: The conversation's row lock, and whether a send of it is under way.
 _LOCK_CONVERSATION = (
@@ -150,6 +208,20 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class Sent:
+    """What `Outbox.send_pending` did.
+
+    Attributes:
+        calls: REST calls made.
+        inbound_waiting: An inbound message of the contact was waiting for its
+            turn at the last look (stored while the sends went out).
+    """
+
+    calls: int
+    inbound_waiting: bool
+
+
+@dataclass(frozen=True)
 class _Claim:
     """A message claimed for sending: its delivery row is committed as ``sending``."""
 
@@ -177,27 +249,31 @@ class Outbox:
         self.sender = sender
         self.settings = settings
 
-    def send_pending(self, contact_id: int) -> int:
+    def send_pending(self, contact_id: int) -> Sent:
         """Send the contact's pending outbound messages in order.
 
+        Each send's outcome is committed with the look for what comes next (a
+        transaction less per message).
+
         Returns:
-            How many REST calls were made.
+            How many REST calls were made, and whether an inbound message of
+            the contact was waiting for its turn at the last look.
         """
         calls = 0
         skipped: set[int] = set()
         while True:
-            claim = self._claim_next(contact_id)
+            claim, inbound_waiting = self._claim_next(contact_id)
             if claim is None:
-                return calls
+                return Sent(calls, inbound_waiting)
             if isinstance(claim, _Skipped):
                 if claim.message_id in skipped:  # attempted, yet still pending: leave it
                     log.error("delivery.stuck message=%s", claim.message_id)
-                    return calls
+                    return Sent(calls, inbound_waiting)
                 skipped.add(claim.message_id)
                 continue
             assert isinstance(claim, _Claim)
             calls += 1
-            self._send(claim)
+            self._send(claim, commit=False)  # committed by the next _claim_next
 
     def send_messages(self, message_ids: Sequence[int]) -> int:
         """Send these stored outbound messages, in order, each at most once.
@@ -216,22 +292,21 @@ class Outbox:
                 self._send(claim)
         return calls
 
-    def _claim_next(self, contact_id: int) -> _Claim | _Skipped | None:
-        """Record the contact's next send as under way, or None when there is none."""
-        oldest = self.session.execute(
-            sa.select(message_table.c.id, message_table.c.conversation_id)
-            .where(
-                message_table.c.contact_id == contact_id,
-                message_table.c.direction == "outbound",
-                message_table.c.status == "pending",
-            )
-            .order_by(message_table.c.id)
-            .limit(1)
-        ).first()
-        if oldest is None:
-            self.session.commit()
-            return None
-        return self._claim(oldest.id, wait_for_others=True, conversation_id=oldest.conversation_id)
+    def _claim_next(self, contact_id: int) -> tuple[_Claim | _Skipped | None, bool]:
+        """Record the contact's next send as under way (None when there is none).
+
+        Returns:
+            The claim, and whether an inbound message of the contact waits
+            for its turn.
+        """
+        work = self.session.execute(_NEXT_WORK, {"contact_id": contact_id}).one()
+        self.session.commit()  # with the outcome of the send before, if any
+        if work.message_id is None:
+            return None, work.inbound_waiting
+        claim = self._claim(
+            work.message_id, wait_for_others=True, conversation_id=work.conversation_id
+        )
+        return claim, work.inbound_waiting
 
     def _claim(
         self, message_id: int, wait_for_others: bool, conversation_id: int | None = None
@@ -340,8 +415,8 @@ class Outbox:
             )
         return busy
 
-    def _send(self, claim: _Claim) -> None:
-        """Make the REST call with retries, then record its outcome."""
+    def _send(self, claim: _Claim, commit: bool = True) -> None:
+        """Make the REST call with retries, then record its outcome (and commit it)."""
         callback = None
         if self.settings.public_base_url:
             base = self.settings.public_base_url.rstrip("/")
@@ -377,27 +452,26 @@ class Outbox:
         except requests.exceptions.RequestException as exc:
             state, status, error = "failed", "failed", f"Twilio unreachable: {exc}"
         now = utcnow()
-        # One UPDATE: the SID unless one is there (a status callback may have
-        # been faster), and the status unless it is already further along.
-        column = message_table.c
         if status == "unknown":
-            moves = column.status == "pending"
+            self.session.execute(_RECORD_UNKNOWN, {"message_id": claim.message_id})
         else:
-            moves = sa.case(STATUS_RANK, value=column.status, else_=0) < STATUS_RANK[status]
-        values: dict[str, Any] = {"status": sa.case((moves, status), else_=column.status)}
-        if status != "unknown" and error_code is not None:
-            values["error_code"] = sa.case((moves, error_code), else_=column.error_code)
-        if sid is not None:
-            values["message_sid"] = sa.func.coalesce(column.message_sid, sid)
-        self.session.execute(
-            sa.update(message_table).where(column.id == claim.message_id).values(**values)
-        )
+            self.session.execute(
+                _RECORD_OUTCOME,
+                {
+                    "message_id": claim.message_id,
+                    "status": status,
+                    "rank": STATUS_RANK[status],
+                    "error_code": error_code,
+                    "sid": sid,
+                },
+            )
         self.session.execute(
             sa.update(delivery_table)
             .where(delivery_table.c.idempotency_key == claim.key)
             .values(state=state, attempts=attempts, error=error, finished_at=now)
         )
-        self.session.commit()
+        if commit:
+            self.session.commit()
         if error:
             log.error(
                 "delivery.failed message=%s attempts=%s %s", claim.message_id, attempts, error
