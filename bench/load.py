@@ -322,6 +322,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--worker-threads", type=int, default=40)
     parser.add_argument(
+        "--show-mismatches",
+        action="store_true",
+        help="print each contact whose replies were not exactly one per message, in order",
+    )
+    parser.add_argument(
         "--worker-nice",
         type=int,
         default=10,
@@ -477,6 +482,8 @@ def report(
             # Count each message without exactly one reply, or answered out of order.
             bad += sum(1 for a, b in zip(got, wanted, strict=False) if a != b)
             bad += abs(len(got) - len(wanted))
+            if args.show_mismatches:
+                print(f"{contact}: got {got}, wanted {wanted}", file=sys.stderr)
     errors = sum(1 for item in run.sent if item.status != 200)
     webhook = [item.latency * 1000 for item in run.sent]
     bare = [item.latency * 1000 for item in bare_run.sent]

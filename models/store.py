@@ -88,14 +88,18 @@ class SqlStore:
     """Reads and writes one turn's rows inside the caller's transaction.
 
     Args:
-        session: The SQLAlchemy session; the caller begins and commits.
+        session: The SQLAlchemy session; the caller begins and commits. For
+            `store_inbound` alone, also a Core connection (the webhook's, in
+            autocommit: see `services.turns.store_incoming`).
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session | sa.Connection) -> None:
         self.session = session
 
     def _insert(self, table: Any) -> Any:
-        dialect = self.session.get_bind().dialect.name
+        session = self.session
+        bind = session if isinstance(session, sa.Connection) else session.get_bind()
+        dialect = bind.dialect.name
         return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
     def upsert_contact(self, phone: str, name: str | None) -> int:

@@ -32,16 +32,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 import sqlalchemy as sa
+from sqlalchemy import Row
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from tenacity import (
     Retrying,
     retry_if_exception,
+    retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
     wait_random_exponential,
@@ -65,6 +68,12 @@ from services.optout import allows
 from services.outbound import contact_address
 
 log = logging.getLogger("parley.delivery")
+
+_T = TypeVar("_T")
+
+#: Seconds within which a send's outcome is written again after a database
+#: error (the message went out: its record must not be lost).
+RECORD_DEADLINE = 15.0
 
 #: Rows are read and written on the tables (Core): this runs for every message.
 delivery_table: sa.Table = Delivery.__table__  # type: ignore[assignment]
@@ -261,8 +270,10 @@ class Outbox:
         """
         calls = 0
         skipped: set[int] = set()
+        outcome: _Outcome | None = None
         while True:
-            claim, inbound_waiting = self._claim_next(contact_id)
+            claim, inbound_waiting = self._claim_next(contact_id, outcome)
+            outcome = None
             if claim is None:
                 return Sent(calls, inbound_waiting)
             if isinstance(claim, _Skipped):
@@ -273,7 +284,7 @@ class Outbox:
                 continue
             assert isinstance(claim, _Claim)
             calls += 1
-            self._send(claim, commit=False)  # committed by the next _claim_next
+            outcome = self._send(claim)  # recorded by the next _claim_next
 
     def send_messages(self, message_ids: Sequence[int]) -> int:
         """Send these stored outbound messages, in order, each at most once.
@@ -289,18 +300,33 @@ class Outbox:
             claim = self._claim(message_id, wait_for_others=False)
             if isinstance(claim, _Claim):
                 calls += 1
-                self._send(claim)
+                outcome = self._send(claim)
+                self._durably(lambda outcome=outcome: self._record(outcome))
         return calls
 
-    def _claim_next(self, contact_id: int) -> tuple[_Claim | _Skipped | None, bool]:
+    def _claim_next(
+        self, contact_id: int, after: _Outcome | None = None
+    ) -> tuple[_Claim | _Skipped | None, bool]:
         """Record the contact's next send as under way (None when there is none).
+
+        Args:
+            contact_id: The contact.
+            after: The outcome of the send just made, committed with the look
+                for the next one.
 
         Returns:
             The claim, and whether an inbound message of the contact waits
             for its turn.
         """
-        work = self.session.execute(_NEXT_WORK, {"contact_id": contact_id}).one()
-        self.session.commit()  # with the outcome of the send before, if any
+
+        def look() -> Row:
+            if after is not None:
+                self._record(after)
+            return self.session.execute(_NEXT_WORK, {"contact_id": contact_id}).one()
+
+        work = self._durably(look) if after is not None else look()
+        if after is None:
+            self.session.commit()
         if work.message_id is None:
             return None, work.inbound_waiting
         claim = self._claim(
@@ -415,8 +441,8 @@ class Outbox:
             )
         return busy
 
-    def _send(self, claim: _Claim, commit: bool = True) -> None:
-        """Make the REST call with retries, then record its outcome (and commit it)."""
+    def _send(self, claim: _Claim) -> _Outcome:
+        """Make the REST call with retries; what happened (recorded by `_record`)."""
         callback = None
         if self.settings.public_base_url:
             base = self.settings.public_base_url.rstrip("/")
@@ -451,31 +477,72 @@ class Outbox:
             state, status, error = "unknown", "unknown", f"no answer in time: {exc}"
         except requests.exceptions.RequestException as exc:
             state, status, error = "failed", "failed", f"Twilio unreachable: {exc}"
-        now = utcnow()
-        if status == "unknown":
-            self.session.execute(_RECORD_UNKNOWN, {"message_id": claim.message_id})
-        else:
-            self.session.execute(
-                _RECORD_OUTCOME,
-                {
-                    "message_id": claim.message_id,
-                    "status": status,
-                    "rank": STATUS_RANK[status],
-                    "error_code": error_code,
-                    "sid": sid,
-                },
-            )
-        self.session.execute(
-            sa.update(delivery_table)
-            .where(delivery_table.c.idempotency_key == claim.key)
-            .values(state=state, attempts=attempts, error=error, finished_at=now)
-        )
-        if commit:
-            self.session.commit()
         if error:
             log.error(
                 "delivery.failed message=%s attempts=%s %s", claim.message_id, attempts, error
             )
+        return _Outcome(claim, state, status, sid, error, error_code, attempts, utcnow())
+
+    def _record(self, outcome: _Outcome) -> None:
+        """Write a send's outcome (the record after); the caller commits."""
+        message_id = outcome.claim.message_id
+        if outcome.status == "unknown":
+            self.session.execute(_RECORD_UNKNOWN, {"message_id": message_id})
+        else:
+            self.session.execute(
+                _RECORD_OUTCOME,
+                {
+                    "message_id": message_id,
+                    "status": outcome.status,
+                    "rank": STATUS_RANK[outcome.status],
+                    "error_code": outcome.error_code,
+                    "sid": outcome.sid,
+                },
+            )
+        self.session.execute(
+            sa.update(delivery_table)
+            .where(delivery_table.c.idempotency_key == outcome.claim.key)
+            .values(
+                state=outcome.state,
+                attempts=outcome.attempts,
+                error=outcome.error,
+                finished_at=outcome.finished_at,
+            )
+        )
+
+    def _durably(self, write: Callable[[], _T]) -> _T:
+        """Run `write` and commit, again on a database error, for up to `RECORD_DEADLINE`.
+
+        For what must not be lost once a message went out: its outcome. Left
+        unrecorded, the delivery stays ``sending`` and holds back the rest of
+        the conversation until `Settings.inflight_seconds` pass.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception_type(OperationalError),
+            wait=wait_random_exponential(multiplier=0.1, max=2),
+            stop=stop_after_delay(RECORD_DEADLINE),
+            before_sleep=lambda _state: self.session.rollback(),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                result = write()
+                self.session.commit()
+        return result
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What a REST send came to, to be recorded."""
+
+    claim: _Claim
+    state: str
+    status: str
+    sid: str | None
+    error: str | None
+    error_code: int | None
+    attempts: int
+    finished_at: dt.datetime
 
 
 @dataclass(frozen=True)

@@ -384,30 +384,38 @@ class Turns:
 
 
 def store_incoming(session: Session, incoming: Incoming) -> StoredInbound | None:
-    """Store an inbound message in its own transaction, keyed by ``MessageSid``.
+    """Store an inbound message at once, keyed by ``MessageSid``.
 
-    The webhook's whole database work when turns are queued: two statements
-    and a commit for a known contact (`SqlStore.store_inbound`).
+    The webhook's whole database work when turns are queued: for a known
+    contact, a SELECT and an INSERT (`SqlStore.store_inbound`). On PostgreSQL
+    they run in autocommit, each statement its own transaction, which saves
+    the BEGIN and COMMIT round trips: the INSERT is the one write and is
+    atomic on its own, and a new contact's or conversation's row is an
+    idempotent upsert. SQLite keeps one transaction (its BEGIN IMMEDIATE).
 
     Returns:
-        The stored ids, or None for a ``MessageSid`` already stored (nothing
-        is changed then).
+        The stored ids, or None for a ``MessageSid`` already stored.
 
     Raises:
         sqlalchemy.exc.OperationalError: the database is unreachable (nothing
             was stored).
     """
+    fields = {
+        "phone": incoming.phone,
+        "name": incoming.name,
+        "channel": incoming.channel,
+        "address": incoming.address,
+        "body": incoming.body,
+        "message_sid": incoming.message_sid,
+        "media": incoming.media,
+        "details": _details(incoming),
+    }
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            return SqlStore(connection).store_inbound(**fields)
     try:
-        stored = SqlStore(session).store_inbound(
-            phone=incoming.phone,
-            name=incoming.name,
-            channel=incoming.channel,
-            address=incoming.address,
-            body=incoming.body,
-            message_sid=incoming.message_sid,
-            media=incoming.media,
-            details=_details(incoming),
-        )
+        stored = SqlStore(session).store_inbound(**fields)
     except Exception:
         session.rollback()
         raise

@@ -108,6 +108,36 @@ def test_a_task_that_runs_twice_sends_nothing_twice(app, twilio, fake_twilio):
         assert [(d.state, d.attempts) for d in deliveries] == [("sent", 1)]
 
 
+def test_a_database_error_after_a_send_does_not_lose_its_outcome(app, twilio, fake_twilio):
+    """The REST call went through; writing its outcome fails once: written again."""
+    twilio.say("m0", sender=ANA)
+    twilio.say("m1", sender=ANA)
+    failures = []
+
+    def fail_once(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE delivery") and not failures:
+            failures.append(statement)
+            raise sa.exc.OperationalError(statement, parameters, Exception("connection lost"))
+
+    with app.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "before_cursor_execute", fail_once)
+    try:
+        drain(app)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", fail_once)
+
+    assert len(failures) == 1
+    # Neither message is held back behind a send left "sending", nor sent twice.
+    assert fake_twilio.bodies == ["got m0", "got m1"]
+    assert [(row.body, row.status, bool(row.message_sid)) for row in outbound(app)] == [
+        ("got m0", "queued", True),
+        ("got m1", "queued", True),
+    ]
+    with app.app_context():
+        assert db.session.scalars(sa.select(Delivery.state)).all() == ["sent", "sent"]
+
+
 def test_a_send_cut_short_is_never_repeated_and_its_callback_fills_it_in(
     app, twilio, fake_twilio, client
 ):
