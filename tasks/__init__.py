@@ -10,6 +10,7 @@ A thread pool, since a turn mostly waits on the LLM. Tasks are acknowledged
 after they ran (``acks_late``), so a task of a worker that dies is delivered
 again once the broker's visibility timeout (``CELERY_VISIBILITY_TIMEOUT``)
 passes; the message rows make a second run harmless (services/delivery.py).
+That redelivery is a scan every worker makes (`restore_interval`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def init_celery(app: Flask) -> Celery | None:
     if not url:
         return None
     celery = Celery("parley", broker=url, set_as_current=False)
+    visibility_timeout = int(app.config.get("CELERY_VISIBILITY_TIMEOUT") or 300)
     celery.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -54,7 +56,13 @@ def init_celery(app: Flask) -> Celery | None:
         task_default_queue="parley",
         broker_connection_retry_on_startup=True,
         broker_transport_options={
-            "visibility_timeout": int(app.config.get("CELERY_VISIBILITY_TIMEOUT") or 300),
+            "visibility_timeout": visibility_timeout,
+            # A dead worker's tasks go back to the queue only when a live worker
+            # scans for tasks unacknowledged for longer than the timeout: at its
+            # start, then by kombu's default on every 10th tick of a 10 s timer,
+            # 100 s apart whatever the timeout. Scan on each tick instead.
+            "unacked_restore_interval": restore_interval(visibility_timeout),
+            "unacked_restore_throttle": 1,
             "socket_connect_timeout": 2,
             "socket_timeout": 5,
         },
@@ -103,6 +111,15 @@ def init_celery(app: Flask) -> Celery | None:
 
     app.extensions["celery"] = celery
     return celery
+
+
+def restore_interval(visibility_timeout: int) -> int:
+    """Seconds between a worker's scans for the tasks of dead workers.
+
+    A third of the visibility timeout, from 1 to 10 s: a task of a worker that
+    died runs again at most this long after the timeout passed.
+    """
+    return max(1, min(10, visibility_timeout // 3))
 
 
 def dispatcher(sender: TwilioSender | None = None) -> Dispatcher:

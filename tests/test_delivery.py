@@ -10,6 +10,7 @@ import datetime as dt
 
 import pytest
 import sqlalchemy as sa
+from kombu.transport.redis import Channel
 from twilio.request_validator import RequestValidator
 
 from models import Contact, Delivery, Message, db
@@ -18,7 +19,7 @@ from services.delivery import Dispatcher
 from services.delivery_status import OUTSIDE_WINDOW, failed_deliveries
 from services.outbound import send_stored, sender_from_config
 from services.outbox import Settings
-from tasks import dispatcher
+from tasks import dispatcher, restore_interval
 from tests.conftest import AUTH_TOKEN, PUBLIC_BASE_URL
 from tests.delivery_support import FLOWS, redis_or_skip
 from tests.fakes.openai_server import Error
@@ -293,6 +294,19 @@ def test_openai_timeout_sends_the_fallback(app, app_config, fake_openai, fake_tw
     assert turn_statuses(app) == ["failed"]
     with variant.app_context():
         db.engine.dispose()
+
+
+def test_workers_look_for_a_dead_workers_tasks_within_the_visibility_timeout(app):
+    # kombu's defaults scan every 100 s whatever the timeout (an older kombu
+    # ignores the two options: it must know them).
+    options = app.extensions["celery"].conf.broker_transport_options
+    assert options["visibility_timeout"] == 300
+    assert options["unacked_restore_interval"] == 10
+    assert options["unacked_restore_throttle"] == 1
+    assert {"unacked_restore_interval", "unacked_restore_throttle"} <= set(
+        Channel.from_transport_options
+    )
+    assert [restore_interval(seconds) for seconds in (1, 3, 30, 300, 3600)] == [1, 1, 10, 10, 10]
 
 
 def test_redis_unreachable_runs_the_turn_inline(app, app_config, fake_twilio):
