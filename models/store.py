@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from engine.ports import Channel, ExecutionState, HistoryMessage, LLMUsage
-from models.entities import OPEN_STATUSES, Contact, Conversation, Execution, Message, utcnow
+from models.entities import (
+    OPEN_STATUSES,
+    Contact,
+    Conversation,
+    Execution,
+    JSONType,
+    Message,
+    utcnow,
+)
 
 # Core tables for the hot path: statements on them skip the ORM's bulk-DML layer.
 contact_table: sa.Table = Contact.__table__  # type: ignore[assignment]
@@ -176,60 +185,89 @@ class SqlStore:
             (Twilio delivered it twice).
         """
         now = utcnow()
+        media_value = {"urls": list(media), **(details or {})} if media or details else None
+        fields = {
+            "direction": "inbound",
+            "author": "contact",
+            "body": body,
+            "message_sid": message_sid,
+            "status": "received",
+            "turn_status": "pending",
+            "created_at": now,
+        }
         # The common case, a known contact writing on a known conversation, is
-        # two statements: this SELECT finds the ids, the INSERT stores the
-        # message. Nothing here waits for a row lock (a turn holds the
-        # contact's, a send the conversation's): the turn stamps the
-        # conversation's last_message_at (`finish_inbound`).
-        found = self.session.execute(
-            sa.select(conversation_table.c.id, contact_table.c.id, contact_table.c.name)
-            .join(contact_table, contact_table.c.id == conversation_table.c.contact_id)
-            .where(
-                contact_table.c.phone == phone,
-                conversation_table.c.channel == channel,
-                conversation_table.c.address == address,
+        # one statement: INSERT ... SELECT finds the ids and stores the message
+        # (and returns the contact's stored name). Nothing here waits for a
+        # row lock (a turn holds the contact's, a send the conversation's): the
+        # turn stamps the conversation's last_message_at (`finish_inbound`).
+        contact, conversation, message = contact_table.c, conversation_table.c, message_table.c
+        source = (
+            sa.select(
+                conversation.id,
+                contact.id,
+                sa.null() if media_value is None else sa.literal(media_value, JSONType),
+                *(sa.literal(value, message_table.c[key].type) for key, value in fields.items()),
             )
+            .join(contact_table, contact.id == conversation.contact_id)
+            .where(
+                contact.phone == phone,
+                conversation.channel == channel,
+                conversation.address == address,
+            )
+        )
+        stored_name = (
+            sa.select(contact.name)
+            # RETURNING does not correlate: name the inserted row's column.
+            .where(contact.id == sa.literal_column("message.contact_id"))
+            .scalar_subquery()
+        )
+        row = self.session.execute(
+            self._insert(message_table)
+            .from_select(["conversation_id", "contact_id", "media", *fields], source)
+            .on_conflict_do_nothing(index_elements=["message_sid"])
+            .returning(message.id, message.conversation_id, message.contact_id, stored_name)
         ).first()
-        if found is None:
-            contact_id = self.upsert_contact(phone, name)
-            conversation_id = self.upsert_conversation(contact_id, channel, address)
-        else:
-            conversation_id, contact_id, stored_name = found
-            if name and stored_name != name:
-                # A new WhatsApp profile name. Skipped while a turn holds the
-                # contact's lock (the webhook must not wait for an LLM call);
-                # the contact's next message brings it again.
-                unlocked = (
-                    sa.select(contact_table.c.id)
-                    .where(contact_table.c.id == contact_id)
-                    .with_for_update(key_share=True, skip_locked=True)
-                    .scalar_subquery()
-                )
-                self.session.execute(
-                    sa.update(contact_table)
-                    .where(contact_table.c.id == unlocked)
-                    .values(name=name, updated_at=now)
-                )
+        if row is not None:
+            message_id, conversation_id, contact_id, known_name = row
+            if name and known_name != name:
+                self._rename(contact_id, name, now)
+            return StoredInbound(message_id, contact_id, conversation_id)
+        # A duplicate, or a new contact or conversation.
+        if self.session.execute(
+            sa.select(message.id).where(message.message_sid == message_sid)
+        ).first():
+            return None
+        contact_id = self.upsert_contact(phone, name)
+        conversation_id = self.upsert_conversation(contact_id, channel, address)
         message_id = self.session.execute(
             self._insert(message_table)
             .values(
-                conversation_id=conversation_id,
-                contact_id=contact_id,
-                direction="inbound",
-                author="contact",
-                body=body,
-                media={"urls": list(media), **(details or {})} if media or details else None,
-                message_sid=message_sid,
-                status="received",
-                turn_status="pending",
-                created_at=now,
+                conversation_id=conversation_id, contact_id=contact_id, media=media_value, **fields
             )
             .on_conflict_do_nothing(index_elements=["message_sid"])
-            .returning(message_table.c.id)
+            .returning(message.id)
         ).scalar()
         if message_id is None:
             return None
         return StoredInbound(message_id, contact_id, conversation_id)
+
+    def _rename(self, contact_id: int, name: str, now: dt.datetime) -> None:
+        """A new WhatsApp profile name, unless a turn holds the contact's lock.
+
+        The webhook must not wait for an LLM call; the contact's next message
+        brings the name again.
+        """
+        unlocked = (
+            sa.select(contact_table.c.id)
+            .where(contact_table.c.id == contact_id)
+            .with_for_update(key_share=True, skip_locked=True)
+            .scalar_subquery()
+        )
+        self.session.execute(
+            sa.update(contact_table)
+            .where(contact_table.c.id == unlocked)
+            .values(name=name, updated_at=now)
+        )
 
     def lock_contact(self, contact_id: int, nowait: bool = False) -> Contact:
         """Take the contact's row lock for the rest of the transaction.

@@ -109,6 +109,10 @@ def init_celery(app: Flask) -> Celery | None:
             finally:
                 db.session.remove()
 
+    # Import the broker transport and build the producer pool now (no
+    # connection is made): done by the first webhook, it held that process's
+    # other requests up for tens of milliseconds.
+    celery.producer_pool  # noqa: B018
     app.extensions["celery"] = celery
     return celery
 

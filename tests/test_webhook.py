@@ -54,6 +54,21 @@ def test_same_message_sid_twice_gets_one_reply_and_one_stored_message(app, twili
         assert count(Execution) == 1
 
 
+def test_a_new_whatsapp_profile_name_is_kept_and_the_message_stored_once(app, twilio):
+    twilio.say("hello", ProfileName="Ana")
+    twilio.say("1", ProfileName="Ana B.")
+    twilio.say("2")  # SMS-like: no ProfileName, the name stays
+
+    with app.app_context():
+        contact = db.session.scalars(sa.select(Contact)).one()
+        assert contact.name == "Ana B."
+        inbound = db.session.scalars(
+            sa.select(Message).where(Message.direction == "inbound").order_by(Message.id)
+        ).all()
+        assert [(m.body, m.media) for m in inbound] == [("hello", None), ("1", None), ("2", None)]
+        assert count(Conversation) == 1
+
+
 def test_unsigned_request_is_forbidden_and_nothing_is_stored(app, twilio):
     response = twilio.post(twilio.form("hello"), signature=None)
 
