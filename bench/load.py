@@ -7,10 +7,13 @@ Starts, all on 127.0.0.1: an OpenAI-compatible fake server with a fixed
 latency and a fake Twilio REST API (tests/fakes/, in a child process), a fresh
 PostgreSQL database (``PARLEY_BENCH_POSTGRES_URL``, default the local
 server), a flushed Redis database (``PARLEY_BENCH_REDIS_URL``, default db 11),
-gunicorn web processes and Celery worker processes. It posts signed Messaging
-webhooks from N contacts at a fixed rate (open loop), waits for the replies
-and reports webhook latency, end-to-end reply latency, throughput, peak memory
-per process, and how many messages did not get exactly one reply in order.
+gunicorn web processes and Celery worker processes (at a lower CPU priority, as
+in the Procfile). After a warm-up at the same rate (other contacts: every
+thread imported and every pool connected, as in a running deployment) it posts
+signed Messaging webhooks from N contacts at a fixed rate (open loop), waits
+for the replies and reports webhook latency, end-to-end reply latency,
+throughput, CPU per message and peak memory per process, and how many
+messages did not get exactly one reply in order.
 Then it runs the same load against `bench/bare.py` (store one row, answer
 TwiML) and reports Parley's webhook cost as a ratio to it. Bounded: at most
 500 messages per second, 120 seconds, 20,000 messages. The database is
@@ -316,6 +319,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100, help="messages per second")
     parser.add_argument("--seconds", type=float, default=20, help="how long to post")
     parser.add_argument("--contacts", type=int, default=200, help="simulated contacts")
+    parser.add_argument(
+        "--warmup", type=float, default=3, help="seconds of load before measuring (other contacts)"
+    )
     parser.add_argument("--llm-ms", type=float, default=800, help="fake LLM latency")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=8)
@@ -333,8 +339,15 @@ def main() -> None:
         help="niceness of the workers, as in the Procfile (0: same priority as web)",
     )
     args = parser.parse_args()
-    if not (0 < args.rate <= 500 and 0 < args.seconds <= 120 and args.rate * args.seconds <= 20000):
-        parser.error("bounded: --rate <= 500, --seconds <= 120, at most 20,000 messages")
+    if not (
+        0 < args.rate <= 500
+        and 0 < args.seconds <= 120
+        and 0 <= args.warmup <= 30
+        and args.rate * (args.seconds + args.warmup) <= 20000
+    ):
+        parser.error(
+            "bounded: --rate <= 500, --seconds <= 120, --warmup <= 30, at most 20,000 messages"
+        )
 
     parent, child = multiprocessing.Pipe()
     fakes = multiprocessing.Process(target=_fakes, args=(child, args.llm_ms / 1000), daemon=True)
@@ -402,9 +415,11 @@ def main() -> None:
         ]
         processes.extend(workers)
 
-        # Warm up (connections, imports), then measure.
-        load(base, rate=20, seconds=1, contacts=20, prefix="9")
-        wait_replies(parent, 20, 60)
+        # Warm up at the measured rate, so that every thread has its imports
+        # and every pool its connections (a deployment's steady state), then
+        # let the replies drain, then measure.
+        warm = load(base, args.rate, args.warmup, args.contacts, prefix="9")
+        wait_replies(parent, len(warm.sent), 60 + 2 * args.llm_ms / 1000)
         parent.send("reset")
         parent.recv()
 
@@ -434,7 +449,7 @@ def main() -> None:
             "bench.bare:create_app()", env, args.web_workers, args.web_threads
         )
         processes.append(bare)
-        load(bare_base, rate=20, seconds=1, contacts=20, prefix="9")
+        load(bare_base, args.rate, args.warmup, args.contacts, prefix="9")
         bare_run = load(bare_base, args.rate, args.seconds, args.contacts, prefix="0")
         stop(processes)
         processes.clear()
