@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from models import Contact, Delivery, Message
-from models.entities import utcnow
+from models.entities import as_utc, utcnow
 from models.store import message_table
 
 #: WhatsApp's customer-service window: free-form messages only within 24 hours
@@ -53,11 +53,6 @@ CALLBACK_STATUSES = frozenset(STATUS_RANK) - {"pending", "unknown"}
 
 #: Outbound statuses that count as a failed delivery.
 FAILED_STATUSES = ("failed", "undelivered", "unknown")
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    """SQLite gives naive datetimes back; they were stored in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def advance_status(
@@ -147,7 +142,7 @@ def window_open(session: Session, conversation_id: int, now: dt.datetime | None 
 
 def within_window(last_inbound_at: dt.datetime | None, now: dt.datetime) -> bool:
     """`window_open` given the time of the contact's last message (None: never wrote)."""
-    return last_inbound_at is not None and now - _aware(last_inbound_at) < SERVICE_WINDOW
+    return last_inbound_at is not None and now - as_utc(last_inbound_at) < SERVICE_WINDOW
 
 
 def failed_deliveries(session: Session) -> list[tuple[int, str, int]]:

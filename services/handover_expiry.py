@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from models import db
-from models.entities import Conversation
+from models.entities import Conversation, as_utc
 from models.store import OutboundPart
 from services.handover import BOT, _last_event, _lock, _record, _store, events, handback
 from services.handover_routing import next_available
@@ -55,7 +55,7 @@ def expire_handovers(
     for conversation_id in candidates:
         conversation = _lock(session, conversation_id)
         last = _last_event(session, conversation_id)
-        if last is None or last.kind != "handover" or _aware(last.created_at) > cutoff:
+        if last is None or last.kind != "handover" or as_utc(last.created_at) > cutoff:
             session.rollback()
             continue
         following = pick(session, _tried(session, conversation_id)) if pick else None
@@ -80,10 +80,6 @@ def _tried(session: Session, conversation_id: int) -> set[str]:
             break
         tried.add(event.target)
     return tried
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def expire_due_handovers(now: dt.datetime, sender: Any) -> tuple[int, list[int]]:

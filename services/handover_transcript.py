@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from models.entities import Message
+from models.entities import Message, as_utc
 from services.handover import events
 
 
@@ -44,12 +44,8 @@ class Entry:
             "text": self.text,
             "direction": self.direction,
             "status": self.status,
-            "created_at": _aware(self.created_at).isoformat(),
+            "created_at": as_utc(self.created_at).isoformat(),
         }
-
-
-def _aware(moment: dt.datetime) -> dt.datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 _EVENT_TEXT = {
@@ -86,4 +82,4 @@ def transcript(session: Session, conversation_id: int) -> list[Entry]:
         entries.append(
             Entry(f"e{event.id}", event.kind, event.actor, text, "system", "", event.created_at)
         )
-    return sorted(entries, key=lambda entry: (_aware(entry.created_at), entry.id))
+    return sorted(entries, key=lambda entry: (as_utc(entry.created_at), entry.id))

@@ -53,14 +53,13 @@ from twilio.base.exceptions import TwilioRestException
 
 from integrations.twilio import DEFAULT_SEND_TIMEOUT, TwilioSender
 from models import Delivery, Message
-from models.entities import utcnow
+from models.entities import as_utc, utcnow
 from models.runtime import OptOut
 from models.store import contact_table, conversation_table, message_table
 from services.delivery_status import (
     OUTSIDE_WINDOW,
     STATUS_RANK,
     STATUS_RANK_OF,
-    _aware,
     within_window,
 )
 from services.handover import bot_may_send
@@ -425,7 +424,7 @@ class Outbox:
         cutoff = now - dt.timedelta(seconds=self.settings.inflight_seconds)
         busy = False
         for delivery_id, message_id, attempted_at in rows:
-            if _aware(attempted_at) > cutoff:
+            if as_utc(attempted_at) > cutoff:
                 busy = True
                 continue
             log.error("delivery.cut_short message=%s: never resent (outcome unknown)", message_id)
