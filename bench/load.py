@@ -450,7 +450,9 @@ def main() -> None:
         )
         processes.append(bare)
         load(bare_base, args.rate, args.warmup, args.contacts, prefix="9")
+        bare_before = cpu_snapshot({"web": process_tree(bare.pid)})
         bare_run = load(bare_base, args.rate, args.seconds, args.contacts, prefix="0")
+        bare_cpu = cpu_used(bare_before, cpu_snapshot({"web": process_tree(bare.pid)}))
         stop(processes)
         processes.clear()
     finally:
@@ -460,7 +462,7 @@ def main() -> None:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    report(args, run, arrivals, memory, bare_run, cpu)
+    report(args, run, arrivals, memory, bare_run, cpu, bare_cpu)
 
 
 def wait_replies(connection: Any, expected: int, seconds: float) -> None:
@@ -477,7 +479,13 @@ def wait_replies(connection: Any, expected: int, seconds: float) -> None:
 
 
 def report(
-    args: Any, run: Run, arrivals: list, memory: dict, bare_run: Run, cpu: dict[str, float]
+    args: Any,
+    run: Run,
+    arrivals: list,
+    memory: dict,
+    bare_run: Run,
+    cpu: dict[str, float],
+    bare_cpu: dict[str, float],
 ) -> None:
     replies: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for moment, to, body in arrivals:
@@ -536,6 +544,14 @@ def report(
         (
             "CPU per message: web / worker / PostgreSQL",
             " / ".join(f"{1000 * cpu[name] / len(run.sent):.1f} ms" for name in cpu),
+        )
+    )
+    web_ms = 1000 * cpu["web"] / len(run.sent)
+    bare_ms = 1000 * bare_cpu["web"] / max(1, len(bare_run.sent))
+    rows.append(
+        (
+            "web CPU per message: Parley / bare (ratio)",
+            f"{web_ms:.1f} ms / {bare_ms:.1f} ms ({web_ms / max(1e-9, bare_ms):.2f}x)",
         )
     )
     rows.append(
