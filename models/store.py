@@ -17,7 +17,6 @@ from models.entities import (
     Contact,
     Conversation,
     Execution,
-    JSONType,
     Message,
     utcnow,
 )
@@ -28,7 +27,15 @@ conversation_table: sa.Table = Conversation.__table__  # type: ignore[assignment
 message_table: sa.Table = Message.__table__  # type: ignore[assignment]
 execution_table: sa.Table = Execution.__table__  # type: ignore[assignment]
 
-_INSERT_MESSAGE = sa.insert(message_table).returning(message_table.c.id)
+#: No media is SQL NULL, not JSON ``null`` (JSON's default for None).
+_MEDIA_NONE_AS_NULL = sa.JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql"
+)
+_INSERT_MESSAGE = (
+    sa.insert(message_table)
+    .values(media=sa.bindparam("media", type_=_MEDIA_NONE_AS_NULL))
+    .returning(message_table.c.id)
+)
 
 _OPEN_EXECUTION = (
     sa.select(execution_table)
@@ -91,6 +98,58 @@ class OutboundPart:
         if self.delay_seconds:
             media["delay_seconds"] = self.delay_seconds
         return media or None
+
+
+_STORE_KNOWN: dict[Any, Any] = {}
+
+
+def _store_known(insert: Any) -> Any:
+    """INSERT ... SELECT of an inbound message for a known contact and conversation.
+
+    Built once per dialect (`insert` is the dialect's ``insert(message)``, for
+    ON CONFLICT): it runs for every webhook. Parameters: ``phone``,
+    ``channel``, ``address`` and the message's columns; returns the message's
+    id, conversation_id, contact_id and the contact's stored name.
+    """
+    key = type(insert)
+    if key not in _STORE_KNOWN:
+        contact, conversation, message = contact_table.c, conversation_table.c, message_table.c
+        columns = (
+            "media",
+            "direction",
+            "author",
+            "body",
+            "message_sid",
+            "status",
+            "turn_status",
+            "created_at",
+        )
+        source = (
+            sa.select(
+                conversation.id,
+                contact.id,
+                sa.bindparam("media", type_=_MEDIA_NONE_AS_NULL),
+                *(sa.bindparam(name, type_=message[name].type) for name in columns[1:]),
+            )
+            .join(contact_table, contact.id == conversation.contact_id)
+            .where(
+                contact.phone == sa.bindparam("phone"),
+                conversation.channel == sa.bindparam("channel"),
+                conversation.address == sa.bindparam("address"),
+            )
+        )
+        stored_name = (
+            sa.select(contact.name)
+            # RETURNING does not correlate: name the inserted row's column.
+            .where(contact.id == sa.literal_column("message.contact_id"))
+            .scalar_subquery()
+        )
+        _STORE_KNOWN[key] = (
+            insert.from_select(["conversation_id", "contact_id", *columns], source)
+            .on_conflict_do_nothing(index_elements=["message_sid"])
+            .returning(message.id, message.conversation_id, message.contact_id, stored_name)
+        )
+    return _STORE_KNOWN[key]
 
 
 class SqlStore:
@@ -200,32 +259,16 @@ class SqlStore:
         # (and returns the contact's stored name). Nothing here waits for a
         # row lock (a turn holds the contact's, a send the conversation's): the
         # turn stamps the conversation's last_message_at (`finish_inbound`).
-        contact, conversation, message = contact_table.c, conversation_table.c, message_table.c
-        source = (
-            sa.select(
-                conversation.id,
-                contact.id,
-                sa.null() if media_value is None else sa.literal(media_value, JSONType),
-                *(sa.literal(value, message_table.c[key].type) for key, value in fields.items()),
-            )
-            .join(contact_table, contact.id == conversation.contact_id)
-            .where(
-                contact.phone == phone,
-                conversation.channel == channel,
-                conversation.address == address,
-            )
-        )
-        stored_name = (
-            sa.select(contact.name)
-            # RETURNING does not correlate: name the inserted row's column.
-            .where(contact.id == sa.literal_column("message.contact_id"))
-            .scalar_subquery()
-        )
+        message = message_table.c
         row = self.session.execute(
-            self._insert(message_table)
-            .from_select(["conversation_id", "contact_id", "media", *fields], source)
-            .on_conflict_do_nothing(index_elements=["message_sid"])
-            .returning(message.id, message.conversation_id, message.contact_id, stored_name)
+            _store_known(self._insert(message_table)),
+            {
+                "phone": phone,
+                "channel": channel,
+                "address": address,
+                "media": media_value,
+                **fields,
+            },
         ).first()
         if row is not None:
             message_id, conversation_id, contact_id, known_name = row
@@ -242,7 +285,10 @@ class SqlStore:
         message_id = self.session.execute(
             self._insert(message_table)
             .values(
-                conversation_id=conversation_id, contact_id=contact_id, media=media_value, **fields
+                conversation_id=conversation_id,
+                contact_id=contact_id,
+                media=sa.null() if media_value is None else media_value,  # not JSON null
+                **fields,
             )
             .on_conflict_do_nothing(index_elements=["message_sid"])
             .returning(message.id)

@@ -66,6 +66,13 @@ def test_a_new_whatsapp_profile_name_is_kept_and_the_message_stored_once(app, tw
             sa.select(Message).where(Message.direction == "inbound").order_by(Message.id)
         ).all()
         assert [(m.body, m.media) for m in inbound] == [("hello", None), ("1", None), ("2", None)]
+        # SQL NULL on both paths (a new contact's first message, a known one's).
+        null_media = db.session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Message)
+            .where(Message.direction == "inbound", Message.media.is_(None))
+        )
+        assert null_media == 3
         assert count(Conversation) == 1
 
 
