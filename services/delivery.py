@@ -156,9 +156,9 @@ class Dispatcher:
                 if not sent.inbound_waiting:
                     # Nothing came in meanwhile; what comes later has its own task.
                     return True
-            if step == "idle":
+            if step == "idle" and not first:
                 return True
-            first = False
+            first = False  # idle at first, yet a message came in since: run it
 
     def run_next_turn(self, contact_id: int) -> str:
         """Run the contact's oldest pending turn.
