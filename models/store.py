@@ -103,16 +103,19 @@ class OutboundPart:
 _STORE_KNOWN: dict[Any, Any] = {}
 
 
-def _store_known(insert: Any) -> Any:
+def _dialect_insert(dialect: str, table: Any) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` support for the dialect (PostgreSQL or SQLite)."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _store_known(dialect: str) -> Any:
     """INSERT ... SELECT of an inbound message for a known contact and conversation.
 
-    Built once per dialect (`insert` is the dialect's ``insert(message)``, for
-    ON CONFLICT): it runs for every webhook. Parameters: ``phone``,
+    Built once per dialect (for ON CONFLICT): it runs for every webhook. Parameters: ``phone``,
     ``channel``, ``address`` and the message's columns; returns the message's
     id, conversation_id, contact_id and the contact's stored name.
     """
-    key = type(insert)
-    if key not in _STORE_KNOWN:
+    if dialect not in _STORE_KNOWN:
         contact, conversation, message = contact_table.c, conversation_table.c, message_table.c
         columns = (
             "media",
@@ -144,12 +147,13 @@ def _store_known(insert: Any) -> Any:
             .where(contact.id == sa.literal_column("message.contact_id"))
             .scalar_subquery()
         )
-        _STORE_KNOWN[key] = (
-            insert.from_select(["conversation_id", "contact_id", *columns], source)
+        _STORE_KNOWN[dialect] = (
+            _dialect_insert(dialect, message_table)
+            .from_select(["conversation_id", "contact_id", *columns], source)
             .on_conflict_do_nothing(index_elements=["message_sid"])
             .returning(message.id, message.conversation_id, message.contact_id, stored_name)
         )
-    return _STORE_KNOWN[key]
+    return _STORE_KNOWN[dialect]
 
 
 class SqlStore:
@@ -164,11 +168,13 @@ class SqlStore:
     def __init__(self, session: Session | sa.Connection) -> None:
         self.session = session
 
-    def _insert(self, table: Any) -> Any:
+    def _dialect(self) -> str:
         session = self.session
         bind = session if isinstance(session, sa.Connection) else session.get_bind()
-        dialect = bind.dialect.name
-        return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+        return bind.dialect.name
+
+    def _insert(self, table: Any) -> Any:
+        return _dialect_insert(self._dialect(), table)
 
     def upsert_contact(self, phone: str, name: str | None) -> int:
         """The contact's id, creating the contact on first sight (race-safe).
@@ -261,7 +267,7 @@ class SqlStore:
         # turn stamps the conversation's last_message_at (`finish_inbound`).
         message = message_table.c
         row = self.session.execute(
-            _store_known(self._insert(message_table)),
+            _store_known(self._dialect()),
             {
                 "phone": phone,
                 "channel": channel,

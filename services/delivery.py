@@ -180,7 +180,7 @@ class Dispatcher:
             self.session.commit()
             return "idle"
         message = self.session.execute(_INBOUND, {"message_id": contact.next_message_id}).one()
-        incoming = incoming_from_row(message, message, contact)
+        incoming = incoming_from_row(message, contact)
         if self.settings.debounce_seconds > 0:
             message, incoming = self._merge_burst(SqlStore(self.session), message, incoming)
         stored = StoredInbound(message.id, contact_id, message.conversation_id)
@@ -230,7 +230,7 @@ class Dispatcher:
                 contact_table.c.id == last.contact_id
             )
         ).one()
-        merged = incoming_from_row(last, last, contact)
+        merged = incoming_from_row(last, contact)
         return last, dataclasses.replace(merged, body=text)
 
     def send_pending(self, contact_id: int) -> Sent:
@@ -242,20 +242,20 @@ class Dispatcher:
         return self.outbox.send_messages(message_ids)
 
 
-def incoming_from_row(message: Any, conversation: Any, contact: Any) -> Incoming:
+def incoming_from_row(message: Row, contact: Any) -> Incoming:
     """Rebuild the `Incoming` of a stored inbound message (what a queued turn runs on).
 
     Args:
-        message: The message (``id``, ``body``, ``media``, ``message_sid``): a
-            `Message` or a row with those columns.
-        conversation: Its conversation (``channel``, ``address``).
+        message: A row of ``_INBOUND`` (the message's ``id``, ``body``,
+            ``media``, ``message_sid`` and its conversation's ``channel`` and
+            ``address``).
         contact: Its contact (``phone``, ``name``).
     """
     details = dict(message.media or {})
     return Incoming(
         phone=contact.phone,
-        channel=conversation.channel,
-        address=conversation.address,
+        channel=message.channel,
+        address=message.address,
         body=message.body,
         message_sid=message.message_sid or f"local-{message.id}",
         name=contact.name,

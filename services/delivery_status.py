@@ -55,19 +55,6 @@ CALLBACK_STATUSES = frozenset(STATUS_RANK) - {"pending", "unknown"}
 FAILED_STATUSES = ("failed", "undelivered", "unknown")
 
 
-def advance_status(
-    session: Session, message_id: int, status: str, error_code: int | None = None
-) -> bool:
-    """Move an outbound message to `status` unless it is already further along.
-
-    One conditional UPDATE, so two callbacks racing cannot move it backwards.
-
-    Returns:
-        Whether the status changed.
-    """
-    return _advance(session, message_table.c.id == message_id, status, error_code)
-
-
 def _advance(session: Session, where: Any, status: str, error_code: int | None) -> bool:
     values: dict[str, Any] = {"status": status}
     if error_code is not None:

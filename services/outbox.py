@@ -323,9 +323,7 @@ class Outbox:
                 self._record(after)
             return self.session.execute(_NEXT_WORK, {"contact_id": contact_id}).one()
 
-        work = self._durably(look) if after is not None else look()
-        if after is None:
-            self.session.commit()
+        work = self._durably(look)
         if work.message_id is None:
             return None, work.inbound_waiting
         claim = self._claim(
