@@ -18,24 +18,24 @@ from typing import Any
 from dotenv import load_dotenv
 from flask import Flask, current_app
 
+from billing.paywall import Billing, SqlEntitlements, validate_billing_config
 from config import ROOT, database_url, load_config
+from conversation.responders import billing_keyword
+from conversation.runtime import init_runtime
+from conversation.turn import Turns
+from curation.erasure import delete_my_data
+from delivery.outbound import send_stored, twilio_sender
 from engine.flow import FlowError, FlowSet
 from engine.ports import SystemClock
 from engine.runner import Runner
 from engine.templating import Templates
 from engine.validate import load_flows
+from handover.routing import closed_note, human_request
 from integrations.http import HttpxHTTP, allowed_env, env_names
 from integrations.liquid import install as install_liquid
 from integrations.openai import llm_from_config
 from integrations.twilio import split_body
 from models import db, init_db
-from services.billing import Billing, SqlEntitlements, validate_billing_config
-from services.erasure import delete_my_data
-from services.flow_runtime import init_runtime
-from services.handover_routing import closed_note, human_request
-from services.outbound import send_stored, twilio_sender
-from services.responders import billing_keyword
-from services.turns import Turns
 from tasks import init_celery
 
 

@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "PUBLIC_AGENT_NAME": "Parley coach",
     "REDACTION_REGION": "US",
     "DELETE_KEYWORD": "delete my data",
-    # Delivery at scale (services/delivery.py, services/outbox.py, tasks/).
+    # Delivery at scale (delivery/dispatcher.py, delivery/outbox.py, tasks/).
     "REDIS_URL": None,
     "DATABASE_POOL_SIZE": None,
     "CELERY_VISIBILITY_TIMEOUT": "300",
@@ -58,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_GRACE_SECONDS": "60",
     "SWEEP_INTERVAL_SECONDS": "30",
     "TURN_DEBOUNCE_MS": "0",
-    # Human handover (services/handover.py): what a contact writes to ask for a
+    # Human handover (handover/control.py): what a contact writes to ask for a
     # person (comma-separated, whole message, any case), the queue it goes to,
     # what the contact is told, and how long a handover waits for an agent.
     "HANDOVER_PHRASES": "agent,human",
@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "HANDOVER_EXPIRED_MESSAGE": "Nobody is free right now, so I'll carry on. Ask again any time.",
     "HANDOVER_EXPIRED_TO": "bot",
     "HANDOVER_CLOSED_MESSAGE": "Our team is away now; someone will answer from {opening}.",
-    # Agent apps (services/handover_hooks.py, web/agent_api.py): signed webhooks and API.
+    # Agent apps (handover/hooks.py, web/agent_api.py): signed webhooks and API.
     "AGENT_WEBHOOK_URL": None,
     "AGENT_WEBHOOK_SECRET": None,
     "AGENT_WEBHOOK_DEADLINE": "10",

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
+from curation.users import create_user  # noqa: E402
 from models import Base, Contact, Conversation, Execution, Message, db  # noqa: E402
-from services.users import create_user  # noqa: E402
 
 STEPS = ["welcome", "area", "coach", "confirm", "done"]
 

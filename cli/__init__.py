@@ -15,14 +15,14 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError
 
+from billing.paywall import Billing, missing_stripe_settings
 from config import ConfigError
+from conversation.turn import Incoming
 from engine.templating import Templates
 from integrations.http import env_names
 from integrations.liquid import install as install_liquid
 from integrations.twilio import parse_address
 from models import db
-from services.billing import Billing, missing_stripe_settings
-from services.turns import Incoming
 
 flows_cli = AppGroup("flows", help="Check the flows in FLOWS_DIR (or a given path).")
 

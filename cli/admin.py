@@ -9,10 +9,10 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy.exc import DBAPIError
 
+from curation import exports
+from curation.users import UserError, create_user
 from models import db
 from models.curation import ROLES
-from services import exports
-from services.users import UserError, create_user
 
 users_cli = AppGroup("users", help="Console users (the admin console at /admin).")
 transcripts_cli = AppGroup("transcripts", help="Curated conversations.")

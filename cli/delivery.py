@@ -10,8 +10,8 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.exc import DBAPIError
 
+from delivery.status import failed_deliveries
 from models import db
-from services.delivery_status import failed_deliveries
 from tasks import sweep_stalled
 
 log = logging.getLogger("parley.sweep")

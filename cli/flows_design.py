@@ -2,7 +2,7 @@
 
 - ``schema`` writes the JSON Schema editors use (`engine.schema`).
 - ``graph`` draws a flow as Mermaid and SVG (`engine.graph`).
-- ``test`` runs the YAML conversation tests (`services.flow_tests`).
+- ``test`` runs the YAML conversation tests (`conversation.flow_tests`).
 """
 
 from __future__ import annotations
@@ -188,9 +188,9 @@ def test_command(path: Path | None, flows_dir: Path | None, verbose: bool) -> No
     test runs on its own throwaway SQLite database, with its scripted LLM
     outputs: nothing is sent and the app's database is not touched.
     """
+    from conversation.flow_tests import FlowTestError, run_test_files
     from engine.flow import FlowError
     from engine.validate import load_flows
-    from services.flow_tests import FlowTestError, run_test_files
 
     config = current_app.config
     parley = current_app.extensions["parley"]

@@ -8,9 +8,9 @@ from flask.cli import AppGroup
 from sqlalchemy.exc import DBAPIError
 
 from cli.runtime import _NOT_MIGRATED, _parse_now
+from delivery.outbound import twilio_sender
+from handover.expiry import expire_due_handovers
 from models import db
-from services.handover_expiry import expire_due_handovers
-from services.outbound import twilio_sender
 
 handover_cli = AppGroup("handover", help="Human handover: control of conversations.")
 

@@ -11,11 +11,11 @@ from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError
 
+from conversation.timers import TickReport, tick
+from conversation.versions import stored_versions, waiting_by_step
+from delivery.outbound import send_stored, twilio_sender
+from handover.expiry import expire_due_handovers
 from models import db
-from services.handover_expiry import expire_due_handovers
-from services.outbound import send_stored, twilio_sender
-from services.timers import TickReport, tick
-from services.versions import stored_versions, waiting_by_step
 
 log = logging.getLogger("parley.clock")
 

@@ -12,8 +12,8 @@ import yaml
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
-from services.studio_export import export_studio
-from services.studio_import import StudioImportError, import_studio
+from studio.export import export_studio
+from studio.importer import StudioImportError, import_studio
 
 studio_cli = AppGroup(
     "studio", help="Twilio Studio interop: import and export Studio flow definitions."

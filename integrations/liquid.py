@@ -1,6 +1,6 @@
 """Twilio Studio's Liquid templates, evaluated with python-liquid inside Parley's flows.
 
-A flow imported from Studio (services/studio_import.py) keeps each Studio
+A flow imported from Studio (studio/importer.py) keeps each Studio
 template as written and renders it at run time through the ``liquid`` filter::
 
     say: '{{ "Hi {{flow.variables.name | capitalize}}!" | liquid }}'

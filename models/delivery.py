@@ -3,7 +3,7 @@
 A `Delivery` row is written (state ``sending``, with an idempotency key) and
 committed before ``messages.create`` is called, and updated with the outcome
 after it; a task that runs twice never sends a message whose delivery was
-already attempted (see `services.outbox`).
+already attempted (see `delivery.outbox`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Control events of a conversation: who speaks to the contact, the bot or an agent.
 
 Every change of `models.entities.Conversation.controlled_by` is one
-`ControlEvent` row written in the same transaction (services/handover.py), so
+`ControlEvent` row written in the same transaction (handover/control.py), so
 the transcript says who took or returned control, and when.
 """
 

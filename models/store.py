@@ -162,7 +162,7 @@ class SqlStore:
     Args:
         session: The SQLAlchemy session; the caller begins and commits. For
             `store_inbound` alone, also a Core connection (the webhook's, in
-            autocommit: see `services.turns.store_incoming`).
+            autocommit: see `conversation.turn.store_incoming`).
     """
 
     def __init__(self, session: Session | sa.Connection) -> None:

@@ -9,7 +9,7 @@
 A thread pool, since a turn mostly waits on the LLM. Tasks are acknowledged
 after they ran (``acks_late``), so a task of a worker that dies is delivered
 again once the broker's visibility timeout (``CELERY_VISIBILITY_TIMEOUT``)
-passes; the message rows make a second run harmless (services/delivery.py).
+passes; the message rows make a second run harmless (delivery/dispatcher.py).
 That redelivery is a scan every worker makes (`restore_interval`).
 """
 
@@ -24,11 +24,11 @@ from celery import Celery
 from flask import Flask, current_app
 from sqlalchemy.exc import OperationalError
 
+from delivery.dispatcher import Dispatcher, TurnNotFinished, stalled_contacts
+from delivery.outbound import sender_from_config
+from delivery.outbox import Settings
 from integrations.twilio import TwilioSender
 from models import db
-from services.delivery import Dispatcher, TurnNotFinished, stalled_contacts
-from services.outbound import sender_from_config
-from services.outbox import Settings
 
 log = logging.getLogger("parley.tasks")
 

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from flask import Flask
 from flask.testing import FlaskClient
 
+from curation.users import create_user
 from engine.ports import LLMUsage
 from models import db
 from models.store import OutboundPart, SqlStore
-from services.users import create_user
 
 PASSWORD = "correct horse battery"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

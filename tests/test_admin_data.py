@@ -9,11 +9,11 @@ import json
 import sqlalchemy as sa
 import yaml
 
+from curation import metrics, redaction
+from curation.curator import Curator
+from curation.erasure import CONFIRMATION
 from engine.ports import LLMUsage
 from models import AuditEvent, Contact, Conversation, Curation, Execution, Message, User, db
-from services import metrics, redaction
-from services.curation import Curator
-from services.erasure import CONFIRMATION
 from tests.admin_support import PASSWORD, add_user, login, post, seed_conversation
 from tests.twiml import messages_of
 

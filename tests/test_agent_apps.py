@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from handover.hooks import SIGNATURE_HEADER, sign, verify
 from models import User, db
-from services.handover_hooks import SIGNATURE_HEADER, sign, verify
 from tests.admin_support import add_user
 from tests.fakes.api_server import FakeAPI
 from tests.test_handover import FLOW, QUESTION

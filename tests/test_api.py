@@ -7,8 +7,8 @@ import json
 import pytest
 from openapi_spec_validator import validate
 
+from curation.curator import Curator
 from models import db
-from services.curation import Curator
 from tests.admin_support import seed_conversation
 
 PHONE = "+15551230001"

@@ -11,6 +11,7 @@ import responses
 import sqlalchemy as sa
 
 from app import create_app
+from billing.paywall import Billing, SqlEntitlements, missing_stripe_settings
 from config import ConfigError
 from engine.ports import Contact, EntitlementError
 from integrations.stripe import (
@@ -21,7 +22,6 @@ from integrations.stripe import (
 )
 from models import Entitlement, PaymentLink, SettingChange, db
 from models.store import SqlStore
-from services.billing import Billing, SqlEntitlements, missing_stripe_settings
 from tests.stripe_events import (
     PAYMENT_LINK_URL,
     PRICE_ID,

@@ -13,12 +13,12 @@ import sqlalchemy as sa
 from kombu.transport.redis import Channel
 from twilio.request_validator import RequestValidator
 
+from delivery.dispatcher import Dispatcher
+from delivery.outbound import send_stored, sender_from_config
+from delivery.outbox import Settings
+from delivery.status import OUTSIDE_WINDOW, failed_deliveries
 from models import Contact, Delivery, Message, db
 from models.store import OutboundPart, SqlStore, StoredInbound
-from services.delivery import Dispatcher
-from services.delivery_status import OUTSIDE_WINDOW, failed_deliveries
-from services.outbound import send_stored, sender_from_config
-from services.outbox import Settings
 from tasks import dispatcher, restore_interval
 from tests.conftest import AUTH_TOKEN, PUBLIC_BASE_URL
 from tests.delivery_support import FLOWS, redis_or_skip

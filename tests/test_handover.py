@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from models import Conversation, Execution, Message, db
-from services.handover import (
+from delivery.outbound import send_stored, sender_from_config
+from handover.control import (
     ControlError,
     agent_message,
     confirm,
@@ -22,9 +22,9 @@ from services.handover import (
     handback,
     takeover,
 )
-from services.handover_expiry import expire_handovers
-from services.handover_routing import step_enterer
-from services.outbound import send_stored, sender_from_config
+from handover.expiry import expire_handovers
+from handover.routing import step_enterer
+from models import Conversation, Execution, Message, db
 from tests.twiml import messages_of
 
 SENDER = "whatsapp:+15551230001"

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
+from delivery.outbound import send_stored, sender_from_config
+from handover.control import agent_message, handback, takeover
 from models import Conversation, Message, db
-from services.handover import agent_message, handback, takeover
-from services.outbound import send_stored, sender_from_config
 from tasks import dispatcher
 from tests.delivery_support import FLOWS, redis_or_skip
 

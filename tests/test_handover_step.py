@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from engine.steps.handover import HandoverStep
+from handover.control import confirm, control, handback
+from handover.routing import set_available
 from models import AgentPresence, Conversation, Execution, User, db
-from services.handover import confirm, control, handback
-from services.handover_routing import set_available
 from tests.admin_support import add_user
 from tests.twiml import messages_of
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from handover.control import control
 from models import Conversation, Message, User, db
-from services.handover import control
 from tests.admin_support import add_user, login, post
 from tests.test_handover import FLOW
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from handover.control import events
 from models import Conversation, db
-from services.handover import events
 from tests.admin_support import PASSWORD, add_user
 from tests.browser import sync_api  # noqa: F401  (skips without Playwright or Chromium)
 from tests.test_handover import FLOW, HANDOVER_MESSAGE, QUESTION

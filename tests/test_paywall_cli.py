@@ -7,10 +7,10 @@ import logging
 import pytest
 import sqlalchemy as sa
 
+from billing.paywall import Billing, SqlEntitlements
 from engine.ports import Contact
 from models import Setting, SettingChange, db
 from models.store import SqlStore
-from services.billing import Billing, SqlEntitlements
 from tests.stripe_events import PAYMENT_LINK_URL, stripe_settings
 
 PHONE = "+15551230001"

@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from app import create_app
+from conversation.responder_settings import AfterHoursSettings, parse_settings
+from delivery.outbound import send_stored, sender_from_config
 from engine.flow import FlowError
 from models import Execution, Message, OptOut, db
 from models.store import OutboundPart, SqlStore, StoredInbound
-from services.outbound import send_stored, sender_from_config
-from services.responder_settings import AfterHoursSettings, parse_settings
 from tests.conftest import OUR_WHATSAPP
 from tests.twiml import messages_of
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
+from billing.paywall import Billing
 from models import db
 from models.store import SqlStore
-from services.billing import Billing
 from tests.stripe_events import (
     StripeWebhook,
     checkout_session,

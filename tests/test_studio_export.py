@@ -7,8 +7,8 @@ import json
 import pytest
 
 from engine.validate import load_flows
-from services.studio_export import export_studio
-from services.studio_import import import_studio
+from studio.export import export_studio
+from studio.importer import import_studio
 
 #: The widget types an exported definition may use.
 STUDIO_TYPES = {"trigger", "send-message", "send-and-wait-for-reply", "split-based-on"}

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from engine.flow import DEFAULT_FALLBACK
-from services.studio_import import import_studio
+from studio.importer import import_studio
 from tests.fakes.api_server import FakeAPI
 from tests.twiml import messages_of
 

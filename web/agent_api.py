@@ -28,12 +28,12 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.wrappers import Response
 
+from delivery.outbound import send_stored, twilio_sender
+from handover import control as handover
+from handover.routing import step_enterer
 from models import db
 from models.curation import User
 from models.entities import Conversation
-from services import handover
-from services.handover_routing import step_enterer
-from services.outbound import send_stored, twilio_sender
 
 log = logging.getLogger("parley.web.agent_api")
 

@@ -20,10 +20,10 @@ import logging
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from billing.paywall import Billing
+from billing.stripe_objects import EventShapeError
 from integrations.stripe import WebhookPayloadError, construct_event
 from models import db
-from services.billing import Billing
-from services.stripe_events import EventShapeError
 
 log = logging.getLogger("parley.web.stripe")
 

@@ -22,9 +22,9 @@ import logging
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import OperationalError
 
+from billing.paywall import Billing
 from integrations.twilio import parse_address
 from models import db
-from services.billing import Billing
 
 log = logging.getLogger("parley.web.studio")
 

@@ -27,11 +27,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import OperationalError
 
+from billing.paywall import Billing, SqlEntitlements
+from delivery.outbound import send_stored, twilio_sender
 from integrations.twilio import parse_address
 from models import db
-from services.billing import Billing, SqlEntitlements
-from services.outbound import send_stored, twilio_sender
-from services.studio_executions import ExecutionConflict, start_execution
+from studio.executions import ExecutionConflict, start_execution
 from web.studio import _error, verify_studio_request
 
 log = logging.getLogger("parley.web.studio")

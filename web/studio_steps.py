@@ -9,7 +9,7 @@ Studio's *Make HTTP Request* widget sends (form-encoded, or JSON with
     To=whatsapp:+15557654321        optional: our number ({{flow.channel.address}})
 
 and reads the JSON answer as ``{{widgets.<name>.parsed.reply}}``,
-``parsed.next``, ``parsed.done`` … (see `services.studio.StepAnswer`). The
+``parsed.next``, ``parsed.done`` … (see `studio.steps.StepAnswer`). The
 token is the one of ``POST /studio/entitlement`` (``STUDIO_TOKEN``: a Bearer
 header, ``X-Parley-Token`` or ``?token=``). Answers 401 without it, 404 for an
 unknown flow or step, 400 for a missing or malformed ``From``, 503 when the
@@ -24,10 +24,10 @@ from typing import Any
 from flask import Response, current_app, request
 from sqlalchemy.exc import OperationalError
 
+from billing.paywall import Billing, SqlEntitlements
 from integrations.twilio import parse_address
 from models import db
-from services.billing import Billing, SqlEntitlements
-from services.studio import run_studio_step, runner_for_studio, studio_llm
+from studio.steps import run_studio_step, runner_for_studio, studio_llm
 from web.studio import _error, bp, verify_studio_request
 
 log = logging.getLogger("parley.web.studio")

@@ -13,10 +13,10 @@ from celery import Celery
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import OperationalError
 
+from conversation.turn import Incoming, TurnOutcome, store_incoming
+from delivery.status import CALLBACK_STATUSES, record_status
 from integrations.twilio import parse_inbound, public_url, signature_is_valid, twiml_reply
 from models import db
-from services.delivery_status import CALLBACK_STATUSES, record_status
-from services.turns import Incoming, TurnOutcome, store_incoming
 from tasks import enqueue_drain
 
 log = logging.getLogger("parley.web.twilio")

@@ -13,7 +13,7 @@ with (``agent:<email>``), or ``available``: the agent marked available who
 has waited longest since their last conversation. It is a Jinja template.
 
 The step sends its ``message`` and waits; the services turn that into a
-``handover`` control event (services/handover.py), which marks the execution
+``handover`` control event (handover/control.py), which marks the execution
 ``handed_over`` and keeps the bot silent until an agent hands the
 conversation back. After a handback without a chosen step, the contact's
 next message carries the flow on to ``next`` (the flow ends without one).

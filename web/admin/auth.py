@@ -10,9 +10,9 @@ from flask import abort, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
+from curation.users import UserError, authenticate, create_user
 from models import db
 from models.curation import User
-from services.users import UserError, authenticate, create_user
 from web.admin import ConsoleUser, bp
 
 log = logging.getLogger("parley.web.admin")

@@ -9,11 +9,11 @@ from flask import Response, abort, flash, redirect, render_template, request, ur
 from flask_login import current_user
 from sqlalchemy import select
 
+from curation import erasure, exports, metrics
+from curation.users import UserError, create_user
 from models import db
 from models.curation import ROLES, User
 from models.entities import Contact
-from services import erasure, exports, metrics
-from services.users import UserError, create_user
 from web.admin import bp, requires
 
 log = logging.getLogger("parley.web.admin")

@@ -19,16 +19,16 @@ from flask import abort, current_app, flash, jsonify, redirect, render_template,
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
+from delivery.outbound import send_stored, twilio_sender
+from delivery.status import window_open
+from handover import control as handover
+from handover.routing import set_available, step_enterer
+from handover.transcript import transcript
 from models import db
 from models.billing import Entitlement
 from models.curation import User
 from models.entities import Contact, Conversation, Execution
 from models.handover import AgentPresence
-from services import handover
-from services.delivery_status import window_open
-from services.handover_routing import set_available, step_enterer
-from services.handover_transcript import transcript
-from services.outbound import send_stored, twilio_sender
 from web.admin import bp, requires
 
 log = logging.getLogger("parley.web.inbox")

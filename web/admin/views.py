@@ -10,11 +10,11 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
+from curation import transcripts
+from curation.curator import CurationError, Curator
 from models import db
 from models.curation import AuditEvent, Curation
 from models.entities import Contact, Conversation
-from services import transcripts
-from services.curation import CurationError, Curator
 from web.admin import bp, requires
 
 log = logging.getLogger("parley.web.admin")

@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from curation import redaction, transcripts
 from models import db
 from models.curation import Curation, RedactedMessage
 from models.entities import Conversation, Message
-from services import redaction, transcripts
 from web.api import schemas
 
 bp = Blueprint("public_api", __name__, url_prefix="/api/v1")

@@ -1,6 +1,6 @@
 """The flow simulator at ``/simulator``: chat with any flow in the browser, no Twilio needed.
 
-A message typed on the page goes through the same `services.turns.Turns` path
+A message typed on the page goes through the same `conversation.turn.Turns` path
 as the Twilio webhook (stored, serialised, run, committed, responders
 included) as a chosen phone number on WhatsApp or SMS; the page shows the
 replies as that channel would (each split part its own bubble), and beside
@@ -23,12 +23,12 @@ import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, render_template, request
 from werkzeug.wrappers import Response
 
+from conversation.turn import Incoming
 from engine.ports import LLM, ExecutionState, LLMError, LLMRequest, LLMResponse
 from integrations.twilio import parse_address
 from models import OPEN_STATUSES, Contact, Execution, db
 from models.entities import utcnow
 from models.store import SqlStore
-from services.turns import Incoming
 from web.admin import csrf, requires
 
 bp = Blueprint(

@@ -22,10 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from conversation.turn import Responder
 from engine.ports import Contact as EngineContact
 from models.curation import AuditEvent, ConversationTag, Curation, RedactedMessage
 from models.entities import Contact, Conversation, Execution, Message, utcnow
-from services.turns import Responder
 
 log = logging.getLogger("parley.erasure")
 

@@ -2,7 +2,7 @@
 
 For reminders and check-ins: a scheduler asks Parley to start a flow for a
 contact; its first turn runs at once (no inbound message) and what it says is
-stored and sent through the Twilio REST API (`services.outbound.send_stored`).
+stored and sent through the Twilio REST API (`delivery.outbound.send_stored`).
 The parameters become the flow's starting ``vars``, exactly as a ``call``
 step's ``with:`` does (Studio's ``{{flow.data.X}}`` is Parley's
 ``{{ vars.X }}``).

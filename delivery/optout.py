@@ -2,7 +2,7 @@
 
 A contact who opted out gets nothing until they opt in again: no TwiML reply
 (the opt-out responder answers with silence), no REST send
-(`services.outbound.send_stored` cancels it), no timer's message.
+(`delivery.outbound.send_stored` cancels it), no timer's message.
 """
 
 from __future__ import annotations

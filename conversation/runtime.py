@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 from flask import Flask
 from sqlalchemy.exc import DBAPIError
 
+from conversation.responder_settings import ResponderSettings, load_settings
+from conversation.responders import flow_responders
+from conversation.turn import Responder
+from conversation.versions import SqlFlowArchive, store_versions
 from engine.flow import FlowError
 from models import db
-from services.responder_settings import ResponderSettings, load_settings
-from services.responders import flow_responders
-from services.turns import Responder
-from services.versions import SqlFlowArchive, store_versions
 
 if TYPE_CHECKING:
     from app import Parley

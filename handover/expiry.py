@@ -14,12 +14,12 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
+from delivery.outbound import send_stored
+from handover.control import BOT, _last_event, _lock, _record, _store, events, handback
+from handover.routing import next_available
 from models import db
 from models.entities import Conversation, as_utc
 from models.store import OutboundPart
-from services.handover import BOT, _last_event, _lock, _record, _store, events, handback
-from services.handover_routing import next_available
-from services.outbound import send_stored
 
 #: ``pick(session, tried)``: the next agent (``agent:<id>``) for a handover
 #: nobody accepted, not one of `tried`; None when nobody else is available.
@@ -87,7 +87,7 @@ def expire_due_handovers(now: dt.datetime, sender: Any) -> tuple[int, list[int]]
 
     Args:
         now: The time to expire up to.
-        sender: The Twilio REST sender (`services.outbound.sender_from_config`), or None.
+        sender: The Twilio REST sender (`delivery.outbound.sender_from_config`), or None.
 
     Returns:
         How many handovers were given back, and the message ids sent.

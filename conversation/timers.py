@@ -8,7 +8,7 @@ passed, and for each one, in its own transaction: takes the contact's lock
 checks the execution is still waiting past its deadline (so a second tick,
 here or in another process, does nothing), moves it on along its timeout
 (`engine.runner.Runner.fire_timeout`), stores the replies and commits; then
-sends them through the Twilio REST API (`services.outbound.send_stored`,
+sends them through the Twilio REST API (`delivery.outbound.send_stored`,
 which cancels them for contacts who opted out).
 
 A crash between the commit and the send leaves the replies stored as
@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from conversation.turn import Turns
 from engine.ports import Contact, ExecutionState
+from handover.routing import flow_handover
 from models.entities import Contact as ContactRow
 from models.entities import Conversation, Execution, Message
 from models.store import OutboundPart, SqlStore, StoredInbound
-from services.handover_routing import flow_handover
-from services.turns import Turns
 
 log = logging.getLogger("parley.timers")
 
@@ -87,7 +87,7 @@ def tick(turns: Turns, now: dt.datetime, send: SendStored | None = None) -> Tick
         turns: The turn service (session, runner, splitter, entitlements).
         now: The time to fire up to (aware; the clock, or a test's).
         send: ``send(message_ids)`` sends stored messages (through
-            `services.outbound.send_stored`); None stores them only.
+            `delivery.outbound.send_stored`); None stores them only.
 
     Returns:
         What fired and what was stored.

@@ -6,7 +6,7 @@ Rules (Stripe delivers at least once, in no guaranteed order; Stripe docs,
 - An event of a subscription older (``created``) than the last one applied to it
   changes nothing. Two events of the same second: a subscription event wins
   unless it would move the subscription back to an earlier stage
-  (`services.stripe_events.STATUS_STAGE`); an invoice event, an inference, loses.
+  (`billing.stripe_objects.STATUS_STAGE`); an invoice event, an inference, loses.
 - ``canceled`` and ``incomplete_expired`` are final for a subscription.
 - News of another subscription never locks out a contact whose current one lets
   them in (a late ``deleted`` of an old subscription after a new one began).
@@ -30,11 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from integrations.stripe import phone_from_reference
-from integrations.twilio import parse_address
-from models.billing import Entitlement, EntitlementChange, PaymentLink, StripeEvent
-from models.store import SqlStore
-from services.stripe_events import (
+from billing.stripe_objects import (
     GRANTING_STATUSES,
     STATUS_STAGE,
     TERMINAL_STATUSES,
@@ -44,9 +40,13 @@ from services.stripe_events import (
     read_subscription,
     timestamp,
 )
+from integrations.stripe import phone_from_reference
+from integrations.twilio import parse_address
+from models.billing import Entitlement, EntitlementChange, PaymentLink, StripeEvent
+from models.store import SqlStore
 
 if TYPE_CHECKING:
-    from services.billing import Billing
+    from billing.paywall import Billing
 
 log = logging.getLogger("parley.billing")
 

@@ -17,7 +17,7 @@ Crash windows (a worker killed, its task redelivered by ``acks_late``):
   it, its first status callback carries the delivery's idempotency key in the
   URL and fills in the SID and the status. The residual risk is a reply that
   Twilio never received and that nobody resends: it is visible as ``unknown``
-  in `services.delivery_status.failed_deliveries` and ``flask delivery failures``.
+  in `delivery.status.failed_deliveries` and ``flask delivery failures``.
 
 A read timeout of the REST call is treated the same way (Twilio may have
 accepted it). Twilio 429 and 5xx answers and refused connections are retried
@@ -51,20 +51,20 @@ from tenacity import (
 )
 from twilio.base.exceptions import TwilioRestException
 
-from integrations.twilio import DEFAULT_SEND_TIMEOUT, TwilioSender
-from models import Delivery, Message
-from models.entities import as_utc, utcnow
-from models.runtime import OptOut
-from models.store import contact_table, conversation_table, message_table
-from services.delivery_status import (
+from delivery.optout import allows
+from delivery.outbound import contact_address
+from delivery.status import (
     OUTSIDE_WINDOW,
     STATUS_RANK,
     STATUS_RANK_OF,
     within_window,
 )
-from services.handover import bot_may_send
-from services.optout import allows
-from services.outbound import contact_address
+from handover.control import bot_may_send
+from integrations.twilio import DEFAULT_SEND_TIMEOUT, TwilioSender
+from models import Delivery, Message
+from models.entities import as_utc, utcnow
+from models.runtime import OptOut
+from models.store import contact_table, conversation_table, message_table
 
 log = logging.getLogger("parley.delivery")
 

@@ -7,15 +7,15 @@ one contact:
 1. takes the contact's row lock without waiting (another worker running a
    turn of the same contact already holds it: the task is retried shortly),
    picks the contact's oldest inbound message whose turn is ``pending`` and
-   runs it with `services.turns.Turns.run` (execution, transcript and
+   runs it with `conversation.turn.Turns.run` (execution, transcript and
    ``turn_status`` are committed together, so a turn runs once or not at all);
-2. sends the contact's ``pending`` outbound messages (`services.outbox`), and
+2. sends the contact's ``pending`` outbound messages (`delivery.outbox`), and
    repeats until nothing is pending.
 
 A worker killed during a turn rolls its transaction back: the message is still
 ``pending`` and the redelivered task (``acks_late``) or the sweeper runs the
 turn; nothing is lost, nothing is sent twice (no outbound row existed). What
-happens to a send cut short is in `services.outbox`.
+happens to a send cut short is in `delivery.outbox`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from sqlalchemy import Row
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from conversation.turn import Incoming, Turns
+from delivery.outbox import Outbox, Sent, Settings
 from integrations.twilio import TwilioSender
 from models import Delivery, Message
 from models.entities import utcnow
@@ -41,8 +43,6 @@ from models.store import (
     conversation_table,
     message_table,
 )
-from services.outbox import Outbox, Sent, Settings
-from services.turns import Incoming, Turns
 
 log = logging.getLogger("parley.delivery")
 

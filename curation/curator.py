@@ -17,10 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from curation import redaction
 from engine.ports import LLM, LLMError, LLMRequest
 from models.curation import AuditEvent, ConversationTag, Curation, RedactedMessage
 from models.entities import Contact, Conversation, Message, utcnow
-from services import redaction
 
 log = logging.getLogger("parley.curation")
 

@@ -3,7 +3,7 @@
 A conversation's `Conversation.controlled_by` is ``bot``, ``agent:<id>`` or,
 while a handover waits for an agent to accept it, the handover's target
 (``agent:<id>`` or ``queue:<name>``). Anything but ``bot`` keeps the bot
-silent: `services.turns.Turns.run` stores the contact's messages as
+silent: `conversation.turn.Turns.run` stores the contact's messages as
 ``skipped`` (for the agent to read) and runs no flow.
 
 Control changes only here, one `models.handover.ControlEvent` per change, in
@@ -16,10 +16,10 @@ the transaction that changes it:
 - ``handback``: the agent returns control to the bot, at a step of their
   choosing or where the flow left off;
 - ``handover_expired``: nobody accepted it in time: the bot takes the
-  conversation back and tells the contact (`services.handover_expiry`).
+  conversation back and tells the contact (`handover.expiry`).
 
 Every change takes the contact's row lock (which a turn and a timer take too)
-and then the conversation's (which a send takes, `services.outbox`), so a
+and then the conversation's (which a send takes, `delivery.outbox`), so a
 turn, a timer or a send either finished before the change or sees it. At a
 ``takeover`` the bot's messages still queued are canceled, and a send checks
 `bot_may_send` under the conversation's lock: no bot message goes out between
@@ -39,10 +39,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from handover import hooks as handover_hooks
 from models.entities import Conversation, Execution, Message, utcnow
 from models.handover import ControlEvent
 from models.store import OutboundPart, SqlStore, StoredInbound
-from services import handover_hooks
 
 log = logging.getLogger("parley.handover")
 
@@ -396,7 +396,7 @@ def agent_message(
         ControlError: the agent does not have the conversation, `body` is
             empty, or the WhatsApp window is closed and there is no template.
     """
-    from services.delivery_status import window_open
+    from delivery.status import window_open
 
     if not body.strip():
         raise ControlError("the message is empty")

@@ -9,8 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from handover.control import events
 from models.entities import Message, as_utc
-from services.handover import events
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from flask import current_app, has_app_context
 from sqlalchemy.orm import Session
 
+from delivery.optout import cancel_opted_out
 from integrations.twilio import TwilioSender
 from models import Message
-from services.optout import cancel_opted_out
 
 log = logging.getLogger("parley.outbound")
 
@@ -52,7 +52,7 @@ def send_stored(session: Session, sender: TwilioSender | None, message_ids: Sequ
 
     Each send is recorded before and after the REST call, retried on Twilio
     429/5xx, and follows WhatsApp's 24-hour window (a step's template outside
-    it, or "not sent: outside the 24-hour window"): see `services.outbox`.
+    it, or "not sent: outside the 24-hour window"): see `delivery.outbox`.
 
     Args:
         session: The session; committed after each message.
@@ -63,7 +63,7 @@ def send_stored(session: Session, sender: TwilioSender | None, message_ids: Sequ
     Returns:
         How many were accepted by Twilio.
     """
-    from services.outbox import Outbox, Settings  # it sends through this module's helpers
+    from delivery.outbox import Outbox, Settings  # it sends through this module's helpers
 
     message_ids = cancel_opted_out(session, message_ids)  # STOP: nothing goes out
     config = current_app.config if has_app_context() else {}

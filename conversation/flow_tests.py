@@ -27,7 +27,7 @@ many LLM calls. (``contact``/``bot`` are accepted for ``say``/``expect``, the
 shape curated transcripts are exported in.)
 
 Each conversation runs through the real path of a webhook turn,
-`services.turns.Turns` and the flow runner, on its own throwaway in-memory
+`conversation.turn.Turns` and the flow runner, on its own throwaway in-memory
 SQLite database, with `ScriptedLLM` (an `engine.ports.LLM`) answering the
 model calls: nothing is sent, no model is called and the app's database is not
 touched. Responders (welcome, opt-out …) are not part of it: a test is about
@@ -50,12 +50,12 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
+from conversation.turn import Incoming, Turns
 from engine.flow import yaml_lines
 from engine.ports import LLMError, LLMRequest, LLMResponse, LLMUsage
 from engine.runner import Runner
 from integrations.twilio import split_body
 from models import Base
-from services.turns import Incoming, Turns
 
 #: Our side of simulated conversations (Twilio's ``To``).
 OUR_NUMBER = "+15550009999"

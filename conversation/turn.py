@@ -20,11 +20,11 @@ from sqlalchemy.orm import Session
 from engine.flow import DEFAULT_FALLBACK
 from engine.ports import Channel, Contact, Entitlements, ExecutionState, InboundMessage, Reply
 from engine.runner import Runner, TurnResult
+from handover.control import announce_message
+from handover.routing import flow_handover
 from models.entities import Contact as ContactRow
 from models.entities import Message
 from models.store import OutboundPart, SqlStore, StoredInbound
-from services.handover import announce_message
-from services.handover_routing import flow_handover
 
 log = logging.getLogger("parley.turns")
 
@@ -40,7 +40,7 @@ class Preface:
 #: a list of texts (the answer; the flow does not run, ``[]`` answers with
 #: silence), a `Preface` (texts sent first, then the later responders and the
 #: flow run) or None (let the others and the flow run). Opt-out, reset code,
-#: billing keyword, after-hours, welcome: services/responders.py.
+#: billing keyword, after-hours, welcome: conversation/responders.py.
 Responder = Callable[[Contact, str], "list[str] | Preface | None"]
 
 
@@ -126,7 +126,7 @@ class Turns:
         self.responders = tuple(responders)
         #: Status of the outbound rows a turn stores: ``queued`` when they go
         #: out in the webhook's TwiML, ``pending`` when a worker sends them
-        #: (services/delivery.py).
+        #: (delivery/dispatcher.py).
         self.outbound_status = "queued"
         #: Where a ``handover`` step goes when its agent is unknown or none is available.
         self.handover_queue = "support"
@@ -170,7 +170,7 @@ class Turns:
             incoming: Its content.
             flow_id: Run this flow rather than follow triggers.
             locked: The contact's row, when the caller already holds its lock
-                in this transaction (a queued turn: `services.delivery`).
+                in this transaction (a queued turn: `delivery.dispatcher`).
             controlled_by: The conversation's ``controlled_by`` as read under
                 that lock (read here when None).
         """

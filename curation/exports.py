@@ -7,7 +7,7 @@ with the detectors' suggested redaction, never its original body.
   ``{"messages": [{"role": "user" | "assistant", "content": ...}]}``
   (platform.openai.com/docs/guides/fine-tuning, "Preparing your dataset").
 - CSV: one row per message, with the conversation's curation repeated.
-- YAML: one conversation test per conversation (`services.conversation_tests`).
+- YAML: one conversation test per conversation (`curation.conversation_tests`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import IO
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from curation import conversation_tests, transcripts
+from curation.curator import Curator
 from models.curation import Curation
 from models.entities import Conversation
-from services import conversation_tests, transcripts
-from services.curation import Curator
 
 FORMATS = ("jsonl", "csv", "yaml")
 CSV_COLUMNS = (

@@ -26,13 +26,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from billing.events import EventApplier, claim_event, store_failure
+from billing.stripe_objects import GRANTING_STATUSES, aware
 from config import ConfigError, flag
 from engine.ports import Clock, Contact, EntitlementCheck, EntitlementError, SystemClock
 from integrations.stripe import StripeGateway, client_reference_id, payment_link_url
 from models.billing import Entitlement, PaymentLink, Setting, SettingChange
 from models.entities import Contact as ContactRow
-from services.billing_events import EventApplier, claim_event, store_failure
-from services.stripe_events import GRANTING_STATUSES, aware
 
 log = logging.getLogger("parley.billing")
 
@@ -359,7 +359,7 @@ class Billing:
             event: From `integrations.stripe.construct_event`.
 
         Raises:
-            services.stripe_events.EventShapeError: the object lacks what its type
+            billing.stripe_objects.EventShapeError: the object lacks what its type
                 promises (bad input: answer 4xx).
             EntitlementError: a Stripe API call the event needs failed (retry).
         """

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 if TYPE_CHECKING:
-    from services.exports import ExportedConversation
+    from curation.exports import ExportedConversation
 
 
 def from_export(conversation: ExportedConversation) -> dict[str, Any]:

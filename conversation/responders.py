@@ -1,6 +1,6 @@
 """Responders: answers given before the flow runs (step 4 of a turn).
 
-Configured in ``FLOWS_DIR/_settings.yaml`` (services/responder_settings.py);
+Configured in ``FLOWS_DIR/_settings.yaml`` (conversation/responder_settings.py);
 `flow_responders` builds them in the order a turn checks them.
 """
 
@@ -13,20 +13,20 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine.ports import Clock, Contact, EntitlementError
-from engine.templating import TemplateFailure, Templates
-from engine.text import fold
-from models.entities import OPEN_STATUSES, Execution, Message, utcnow
-from services.billing import Billing
-from services.optout import is_opted_out, record_opt_in, record_opt_out
-from services.responder_settings import (
+from billing.paywall import Billing
+from conversation.responder_settings import (
     AfterHoursSettings,
     OptOutSettings,
     ResetSettings,
     ResponderSettings,
     WelcomeSettings,
 )
-from services.turns import Preface, Responder
+from conversation.turn import Preface, Responder
+from delivery.optout import is_opted_out, record_opt_in, record_opt_out
+from engine.ports import Clock, Contact, EntitlementError
+from engine.templating import TemplateFailure, Templates
+from engine.text import fold
+from models.entities import OPEN_STATUSES, Execution, Message, utcnow
 
 log = logging.getLogger("parley.responders")
 

@@ -15,18 +15,18 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from conversation.responder_settings import AfterHoursSettings
 from engine.ports import Clock, ExecutionState
 from engine.ports import Contact as EngineContact
 from engine.steps.handover import STATE_KEY
+from handover.control import BOT, EnterStep, agent, handover
 from models.curation import User
 from models.entities import Contact, Conversation, Execution, utcnow
 from models.handover import AgentPresence, ControlEvent
 from models.store import OutboundPart, SqlStore
-from services.handover import BOT, EnterStep, agent, handover
-from services.responder_settings import AfterHoursSettings
 
 if TYPE_CHECKING:
-    from services.turns import Responder, Turns
+    from conversation.turn import Responder, Turns
 
 log = logging.getLogger("parley.handover")
 

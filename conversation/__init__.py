@@ -1,0 +1,3 @@
+"""The turn service and what runs around it: responders, timers, flow versions,
+conversation tests.
+"""

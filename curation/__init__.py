@@ -1,0 +1,3 @@
+"""Curating transcripts: search, redaction, summaries, publishing, exports, metrics, erasure,
+console users.
+"""

@@ -1,0 +1,3 @@
+"""Who speaks to the contact: control events, routing to agents, expiry, agent webhooks, the
+agents' transcript.
+"""

@@ -1,1 +1,0 @@
-"""Services: the code paths that tie the engine, the store and the integrations."""
