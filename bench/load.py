@@ -8,12 +8,16 @@ latency and a fake Twilio REST API (tests/fakes/, in a child process), a fresh
 PostgreSQL database (``PARLEY_BENCH_POSTGRES_URL``, default the local
 server), a flushed Redis database (``PARLEY_BENCH_REDIS_URL``, default db 11),
 gunicorn web processes and Celery worker processes (at a lower CPU priority, as
-in the Procfile). After a warm-up at the same rate (other contacts: every
-thread imported and every pool connected, as in a running deployment) it posts
-signed Messaging webhooks from N contacts at a fixed rate (open loop), waits
-for the replies and reports webhook latency, end-to-end reply latency,
-throughput, CPU per message and peak memory per process, and how many
-messages did not get exactly one reply in order.
+in the Procfile). Each process's database pool (``DATABASE_POOL_SIZE``, a hard
+cap: no overflow) is its thread count, except that ``--worker-connections N``
+makes it N in each worker process (web processes keep their thread count);
+with fewer connections than threads, a turn waits for a free connection
+(SQLAlchemy's pool timeout, 30 s by default). After a warm-up at the same rate
+(other contacts: every thread imported and every pool connected, as in a
+running deployment) it posts signed Messaging webhooks from N contacts at a
+fixed rate (open loop), waits for the replies and reports webhook latency,
+end-to-end reply latency, throughput, CPU per message and peak memory per
+process, and how many messages did not get exactly one reply in order.
 Then it runs the same load against `bench/bare.py` (store one row, answer
 TwiML) and reports Parley's webhook cost as a ratio to it. Bounded: at most
 500 messages per second, 120 seconds, 20,000 messages. The database is
@@ -328,6 +332,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--worker-threads", type=int, default=40)
     parser.add_argument(
+        "--worker-connections",
+        type=int,
+        default=None,
+        help="database pool size of each worker process (default: --worker-threads)",
+    )
+    parser.add_argument(
         "--show-mismatches",
         action="store_true",
         help="print each contact whose replies were not exactly one per message, in order",
@@ -348,6 +358,10 @@ def main() -> None:
         parser.error(
             "bounded: --rate <= 500, --seconds <= 120, --warmup <= 30, at most 20,000 messages"
         )
+    if args.worker_connections is None:
+        args.worker_connections = args.worker_threads
+    if args.worker_connections < 1:
+        parser.error("--worker-connections must be at least 1")
 
     parent, child = multiprocessing.Pipe()
     fakes = multiprocessing.Process(target=_fakes, args=(child, args.llm_ms / 1000), daemon=True)
@@ -385,7 +399,7 @@ def main() -> None:
             capture_output=True,
         )
         web_env = {**env, "DATABASE_POOL_SIZE": str(args.web_threads)}
-        worker_env = {**env, "DATABASE_POOL_SIZE": str(args.worker_threads)}
+        worker_env = {**env, "DATABASE_POOL_SIZE": str(args.worker_connections)}
         web, base = gunicorn("app:create_app()", web_env, args.web_workers, args.web_threads)
         processes.append(web)
         workers = [
@@ -564,8 +578,9 @@ def report(
         rows.append((f"peak memory, {label}", ", ".join(f"{v:.0f} MiB" for v in values if v)))
     print(
         f"\nParley load benchmark ({os.cpu_count()} CPUs, web {args.web_workers}x"
-        f"{args.web_threads} threads, {args.workers} workers x {args.worker_threads} threads,"
-        f" workers at nice {args.worker_nice})\n"
+        f"{args.web_threads} threads, {args.workers} workers x {args.worker_threads} threads"
+        f" and {args.worker_connections} database connections, workers at nice"
+        f" {args.worker_nice})\n"
     )
     print("| measure | value |\n| --- | --- |")
     for label, value in rows:
