@@ -27,6 +27,7 @@ dropped at the end.
 from __future__ import annotations
 
 import argparse
+import http.client
 import logging
 import multiprocessing
 import os
@@ -229,7 +230,12 @@ class Sent:
     number: int
     started: float
     latency: float = 0.0
-    status: int = 0
+    status: int = 0  # 0: no answer (see error)
+    error: str = ""  # what went wrong: "HTTP 503", "connection refused", "timeout", ...
+
+    @property
+    def accepted(self) -> bool:
+        return 200 <= self.status < 300
 
 
 @dataclass
@@ -284,14 +290,21 @@ def load(base: str, rate: float, seconds: float, contacts: int, prefix: str) -> 
             session = local.session = requests.Session()
         item = Sent(contact=webhook.contact, number=webhook.number, started=time.time())
         clock = time.perf_counter()
-        response = session.post(
-            base + "/twilio/messages",
-            data=webhook.form,
-            headers={"X-Twilio-Signature": webhook.signature},
-            timeout=30,
-        )
+        try:
+            response = session.post(
+                base + "/twilio/messages",
+                data=webhook.form,
+                headers={"X-Twilio-Signature": webhook.signature},
+                timeout=30,
+            )
+        except Exception as error:  # counted and reported, the run goes on
+            item.latency = time.perf_counter() - clock
+            item.error = error_kind(error)
+            return item
         item.latency = time.perf_counter() - clock
         item.status = response.status_code
+        if not item.accepted:
+            item.error = f"HTTP {response.status_code}"
         return item
 
     futures = []
@@ -306,6 +319,47 @@ def load(base: str, rate: float, seconds: float, contacts: int, prefix: str) -> 
         run.sent = [future.result() for future in futures]
     run.finished = time.time()
     return run
+
+
+def error_kind(error: BaseException) -> str:
+    """A short name for why a webhook got no answer: the first known cause in its chain."""
+    pending, seen = [error], set()
+    while pending:
+        cause = pending.pop(0)
+        if id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        if isinstance(cause, requests.Timeout | TimeoutError):
+            return "timeout"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, http.client.RemoteDisconnected):
+            return "connection closed"  # without an answer
+        if isinstance(cause, ConnectionResetError | BrokenPipeError):
+            return "connection reset"
+        reason = getattr(cause, "reason", None)
+        pending.extend(
+            c
+            for c in (cause.__cause__, cause.__context__, reason, *cause.args)
+            if isinstance(c, BaseException)
+        )
+    return type(error).__name__
+
+
+def by_kind(items: list[Sent]) -> str:
+    """``N (kind: n, ...)`` for the webhooks that were not accepted."""
+    kinds: dict[str, int] = defaultdict(int)
+    for item in items:
+        if not item.accepted:
+            kinds[item.error] += 1
+    total = sum(kinds.values())
+    if not total:
+        return "0"
+    return f"{total} (" + ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items())) + ")"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -433,7 +487,7 @@ def main() -> None:
         # and every pool its connections (a deployment's steady state), then
         # let the replies drain, then measure.
         warm = load(base, args.rate, args.warmup, args.contacts, prefix="9")
-        wait_replies(parent, len(warm.sent), 60 + 2 * args.llm_ms / 1000)
+        wait_replies(parent, accepted(warm), 60 + 2 * args.llm_ms / 1000)
         parent.send("reset")
         parent.recv()
 
@@ -446,8 +500,7 @@ def main() -> None:
 
         cpu_before = cpu_snapshot(groups())
         run = load(base, args.rate, args.seconds, args.contacts, prefix="0")
-        expected = len(run.sent)
-        wait_replies(parent, expected, 60 + 2 * args.llm_ms / 1000)
+        wait_replies(parent, accepted(run), 60 + 2 * args.llm_ms / 1000)
         cpu = cpu_used(cpu_before, cpu_snapshot(groups()))
         time.sleep(1)  # duplicates would arrive now
         parent.send("collect")
@@ -479,6 +532,11 @@ def main() -> None:
     report(args, run, arrivals, memory, bare_run, cpu, bare_cpu)
 
 
+def accepted(run: Run) -> int:
+    """How many webhooks of a run were answered 2xx (those are owed a reply)."""
+    return sum(1 for item in run.sent if item.accepted)
+
+
 def wait_replies(connection: Any, expected: int, seconds: float) -> None:
     """Wait until `expected` replies arrived, or `seconds` passed without one more."""
     last, since = -1, time.monotonic()
@@ -506,10 +564,16 @@ def report(
         replies[to].append((moment, body))
     end_to_end, bad = [], 0
     sent_by_contact: dict[str, list[Sent]] = defaultdict(list)
+    failed: set[tuple[str, str]] = set()  # a webhook without a 2xx may or may not get a reply
     for item in run.sent:
-        sent_by_contact[item.contact].append(item)
+        if item.accepted:
+            sent_by_contact[item.contact].append(item)
+        else:
+            failed.add((item.contact, f"got m{item.number}"))
     for contact, items in sent_by_contact.items():
-        got = [body for _, body in sorted(replies.get(contact, []))]
+        got = [
+            body for _, body in sorted(replies.get(contact, [])) if (contact, body) not in failed
+        ]
         wanted = [f"got m{item.number}" for item in sorted(items, key=lambda i: i.number)]
         for item in items:
             times = [t for t, body in replies.get(contact, []) if body == f"got m{item.number}"]
@@ -521,9 +585,10 @@ def report(
             bad += abs(len(got) - len(wanted))
             if args.show_mismatches:
                 print(f"{contact}: got {got}, wanted {wanted}", file=sys.stderr)
-    errors = sum(1 for item in run.sent if item.status != 200)
-    webhook = [item.latency * 1000 for item in run.sent]
-    bare = [item.latency * 1000 for item in bare_run.sent]
+    errors = sum(1 for item in run.sent if item.status and item.status != 200)
+    # Latency of the webhooks that got an answer (a refused connection takes no time).
+    webhook = [item.latency * 1000 for item in run.sent if item.status]
+    bare = [item.latency * 1000 for item in bare_run.sent if item.status]
     last_reply = max((moment for moment, _, _ in arrivals), default=run.finished)
     rows = [
         (
@@ -531,6 +596,7 @@ def report(
             f"{len(run.sent)} ({args.rate:g}/s for {args.seconds:g} s, "
             f"{args.contacts} contacts); non-200 answers: {errors}",
         ),
+        ("webhook errors", by_kind(run.sent)),
         ("LLM latency (fake)", f"{args.llm_ms:g} ms"),
         (
             "webhook latency p50 / p99",
@@ -547,9 +613,10 @@ def report(
             "bare endpoint p50 / p99",
             f"{percentile(bare, 0.5):.1f} / {percentile(bare, 0.99):.1f} ms",
         ),
+        ("bare endpoint errors", by_kind(bare_run.sent)),
         (
             "webhook cost vs bare (p50 / p99)",
-            f"{statistics.median(webhook) / statistics.median(bare):.2f}x / "
+            f"{median(webhook) / median(bare):.2f}x / "
             f"{percentile(webhook, 0.99) / percentile(bare, 0.99):.2f}x",
         ),
     ]
