@@ -22,6 +22,29 @@ Then it runs the same load against `bench/bare.py` (store one row, answer
 TwiML) and reports Parley's webhook cost as a ratio to it. Bounded: at most
 500 messages per second, 120 seconds, 20,000 messages. The database is
 dropped at the end.
+
+A webhook without a 2xx answer (connection refused, reset or closed, no
+answer within 30 s, an HTTP error) is counted by kind (rows ``webhook
+errors`` and ``bare endpoint errors``) and the run goes on. Latencies are
+those of the webhooks that got an answer; replies are awaited and checked
+only for the accepted (2xx) ones.
+
+CPU is utime + stime (/proc/<pid>/stat) over the measured window (Parley:
+from the first webhook to the last reply; bare: while posting), sampled every
+0.25 s and kept per process at its first and last sight (`CpuMeter`). Rows:
+``CPU per message: web / worker / PostgreSQL`` (and ``cores busy``) count
+every process of the local PostgreSQL server, other databases' backends
+included; ``CPU per message, all processes: Parley / bare`` counts Parley's
+web and worker processes and the PostgreSQL backends of the benchmark's
+database, against the bare app's web processes and backends. A backend is a
+process whose title (/proc/<pid>/cmdline, ``postgres: ... <database> ...``)
+names the database, or that ``pg_stat_activity`` lists for it at the start or
+end of the window. Not counted: what a process uses between its last sample
+and its exit, a process born and gone between two samples (the bare app's
+pool, SQLAlchemy's default of 5 plus 10 overflow, closes overflow connections
+after a burst), PostgreSQL's background processes (WAL writer, checkpointer),
+Redis, the fake servers and the load generator. When PostgreSQL's processes
+cannot be read here (another machine or container), its figures are n/a.
 """
 
 from __future__ import annotations
@@ -40,6 +63,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +85,7 @@ OUR_NUMBER = "whatsapp:+14155238886"
 POSTGRES_ADMIN_URL = os.environ.get(
     "PARLEY_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REDIS_URL = os.environ.get("PARLEY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
 FLOWS = ROOT / "tests" / "data" / "flows_delivery"
 
@@ -186,39 +211,115 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), in seconds; 0 when gone."""
+def process_cpu(pid: int) -> tuple[tuple[int, int], float] | None:
+    """``((pid, start time), CPU seconds)`` of a process, all its threads; None when gone.
+
+    The start time tells a reused pid from the process that had it before.
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError):
+        return None
+    return (pid, int(fields[19])), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def postgres_pids() -> list[int]:
-    """The local PostgreSQL server's processes (its backends included)."""
-    pids = []
+def postgres_processes(database: str) -> tuple[list[int], list[int]]:
+    """The local PostgreSQL server's processes, and those of them serving `database`.
+
+    A backend's command line is its process title, e.g. ``postgres: 15/main:
+    postgres parley_bench_1a2b3c4d 127.0.0.1(53718) idle``.
+    """
+    server, backends = [], []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        server.append(int(entry.name))
+        if title.startswith("postgres:") and database in title.split():
+            backends.append(int(entry.name))
+    return server, backends
+
+
+def listed_backends(database: str) -> list[int]:
+    """The pids ``pg_stat_activity`` lists for `database` that are local PostgreSQL processes.
+
+    Empty when the server is not on this machine (or not in this pid namespace).
+    """
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            rows = connection.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
+            ).fetchall()
+    except psycopg.Error:
+        return []
+    pids = []
+    for (pid,) in rows:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"postgres"):
+                pids.append(pid)
+        except OSError:
+            pass
     return pids
 
 
-def cpu_snapshot(groups: dict[str, list[int]]) -> dict[str, dict[int, float]]:
-    """CPU seconds per process, by group."""
-    return {name: {pid: cpu_seconds(pid) for pid in pids} for name, pids in groups.items()}
+class CpuMeter:
+    """CPU seconds that groups of processes use over a window (Linux /proc).
 
+    ``groups()`` names each group's pids; it is sampled at `start`, every
+    `interval` seconds in a thread, and at `stop` (`extra` pids join a group at
+    those two). Per process it keeps the CPU (utime + stime) at first and last
+    sight: one running at the start counts from its CPU then, one first seen
+    later was born in the window and counts whole. Lost: what a process uses
+    between its last sample and its exit, and a process born and gone between
+    two samples. A group none of whose processes could be read is None.
+    """
 
-def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict:
-    """CPU seconds each group used between two snapshots (new processes count whole)."""
-    return {
-        name: sum(seconds - before.get(name, {}).get(pid, 0.0) for pid, seconds in pids.items())
-        for name, pids in after.items()
-    }
+    def __init__(self, groups: Callable[[], dict[str, list[int]]], interval: float = 0.25) -> None:
+        self._groups = groups
+        self._interval = interval
+        self._first: dict[str, dict[tuple[int, int], float]] = defaultdict(dict)
+        self._last: dict[str, dict[tuple[int, int], float]] = defaultdict(dict)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self, extra: dict[str, list[int]] | None = None) -> CpuMeter:
+        self._sample(extra, starting=True)
+        self._thread.start()
+        return self
+
+    def stop(self, extra: dict[str, list[int]] | None = None) -> dict[str, float | None]:
+        """CPU seconds each group used since `start`."""
+        self._done.set()
+        self._thread.join()
+        self._sample(extra)
+        return {
+            name: sum(seconds - self._first[name][key] for key, seconds in last.items())
+            if last
+            else None
+            for name, last in self._last.items()
+        }
+
+    def _run(self) -> None:
+        while not self._done.wait(self._interval):
+            self._sample()
+
+    def _sample(self, extra: dict[str, list[int]] | None = None, starting: bool = False) -> None:
+        groups = self._groups()
+        for name, pids in (extra or {}).items():
+            groups[name] = [*groups.get(name, []), *pids]
+        for name, pids in groups.items():
+            first, last = self._first[name], self._last[name]
+            for pid in set(pids):
+                seen = process_cpu(pid)
+                if seen is not None:
+                    key, seconds = seen
+                    first.setdefault(key, seconds if starting else 0.0)
+                    last[key] = seconds
 
 
 # -- load --------------------------------------------------------------------
@@ -492,16 +593,18 @@ def main() -> None:
         parent.recv()
 
         def groups() -> dict[str, list[int]]:
+            server, backends = postgres_processes(name)
             return {
                 "web": process_tree(web.pid),
                 "worker": [worker.pid for worker in workers],
-                "PostgreSQL": postgres_pids(),
+                "PostgreSQL": server,
+                "backends": backends,
             }
 
-        cpu_before = cpu_snapshot(groups())
+        meter = CpuMeter(groups).start({"backends": listed_backends(name)})
         run = load(base, args.rate, args.seconds, args.contacts, prefix="0")
         wait_replies(parent, accepted(run), 60 + 2 * args.llm_ms / 1000)
-        cpu = cpu_used(cpu_before, cpu_snapshot(groups()))
+        cpu = meter.stop({"backends": listed_backends(name)})
         time.sleep(1)  # duplicates would arrive now
         parent.send("collect")
         arrivals = parent.recv()
@@ -517,9 +620,13 @@ def main() -> None:
         )
         processes.append(bare)
         load(bare_base, args.rate, args.warmup, args.contacts, prefix="9")
-        bare_before = cpu_snapshot({"web": process_tree(bare.pid)})
+
+        def bare_groups() -> dict[str, list[int]]:
+            return {"web": process_tree(bare.pid), "backends": postgres_processes(name)[1]}
+
+        meter = CpuMeter(bare_groups).start({"backends": listed_backends(name)})
         bare_run = load(bare_base, args.rate, args.seconds, args.contacts, prefix="0")
-        bare_cpu = cpu_used(bare_before, cpu_snapshot({"web": process_tree(bare.pid)}))
+        bare_cpu = meter.stop({"backends": listed_backends(name)})
         stop(processes)
         processes.clear()
     finally:
@@ -556,8 +663,8 @@ def report(
     arrivals: list,
     memory: dict,
     bare_run: Run,
-    cpu: dict[str, float],
-    bare_cpu: dict[str, float],
+    cpu: dict[str, float | None],
+    bare_cpu: dict[str, float | None],
 ) -> None:
     replies: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for moment, to, body in arrivals:
@@ -621,24 +728,43 @@ def report(
         ),
     ]
     busy = max(1e-9, last_reply - run.started)
+    groups = ("web", "worker", "PostgreSQL")
+
+    def per_message(seconds: float | None, sent: list[Sent]) -> str:
+        return "n/a" if seconds is None else f"{1000 * seconds / max(1, len(sent)):.1f} ms"
+
     rows.append(
         (
             "CPU per message: web / worker / PostgreSQL",
-            " / ".join(f"{1000 * cpu[name] / len(run.sent):.1f} ms" for name in cpu),
+            " / ".join(per_message(cpu[name], run.sent) for name in groups),
         )
     )
-    web_ms = 1000 * cpu["web"] / len(run.sent)
-    bare_ms = 1000 * bare_cpu["web"] / max(1, len(bare_run.sent))
+    web_ms = 1000 * (cpu["web"] or 0.0) / max(1, len(run.sent))
+    bare_ms = 1000 * (bare_cpu["web"] or 0.0) / max(1, len(bare_run.sent))
     rows.append(
         (
             "web CPU per message: Parley / bare (ratio)",
             f"{web_ms:.1f} ms / {bare_ms:.1f} ms ({web_ms / max(1e-9, bare_ms):.2f}x)",
         )
     )
+    # All processes: Parley's web, worker and database backends; the bare app's web and backends.
+    parley_all = [cpu["web"], cpu["worker"], cpu["backends"]]
+    bare_all = [bare_cpu["web"], bare_cpu["backends"]]
+    if None in parley_all or None in bare_all:
+        all_processes = "n/a"
+    else:
+        parley_ms = 1000 * sum(parley_all) / max(1, len(run.sent))
+        bare_all_ms = 1000 * sum(bare_all) / max(1, len(bare_run.sent))
+        all_processes = (
+            f"{parley_ms:.1f} / {bare_all_ms:.1f} ms ({parley_ms / max(1e-9, bare_all_ms):.1f}x)"
+        )
+    rows.append(("CPU per message, all processes: Parley / bare", all_processes))
     rows.append(
         (
             "cores busy: web / worker / PostgreSQL",
-            " / ".join(f"{cpu[name] / busy:.2f}" for name in cpu),
+            " / ".join(
+                "n/a" if cpu[name] is None else f"{cpu[name] / busy:.2f}" for name in groups
+            ),
         )
     )
     for label, values in memory.items():
