@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import load_dotenv
-from flask import Flask, current_app
+from flask import Flask
+from sqlalchemy.orm import Session
 
 from billing.paywall import Billing, SqlEntitlements, validate_billing_config
 from config import ROOT, database_url, load_config
 from conversation.responders import billing_keyword
-from conversation.runtime import init_runtime
-from conversation.turn import Turns
+from conversation.runtime import FlowRuntime, init_runtime
+from conversation.turn import TurnService, TurnSettings
 from curation.erasure import delete_my_data
 from delivery.outbound import send_stored, twilio_sender
 from engine.flow import FlowError, FlowSet
@@ -41,17 +42,55 @@ from tasks import init_celery
 
 @dataclass
 class Parley:
-    """What the app holds besides Flask's own: the flows and the runner.
+    """The app's container: the flows, the runner and the services built from them.
+
+    Built once by `create_app`; the edges (web/, cli/, tasks/) ask it for
+    services, which get their collaborators and settings from here, never
+    from Flask's globals.
 
     Attributes:
         flows: The loaded flows (empty when they failed to load under the CLI).
         runner: The flow runner.
+        config: The settings (the app's config mapping).
         flow_error: Why the flows did not load, when they did not.
+        runtime: The responder settings (set by `init_runtime` in `create_app`).
     """
 
     flows: FlowSet
     runner: Runner
+    config: Mapping[str, Any]
     flow_error: FlowError | None = None
+    runtime: FlowRuntime | None = None
+
+    def turns(self, session: Session | None = None) -> TurnService:
+        """The turn service on `session` (default: the current app context's)."""
+        if self.flow_error is not None:
+            raise self.flow_error
+        session = session if session is not None else db.session
+        config, runtime = self.config, self.runtime
+        assert runtime is not None, "create_app sets the runtime"
+        billing = Billing(session, config)
+        hours, clock = runtime.settings.after_hours, self.runner.clock
+        return TurnService(
+            session,
+            self.runner,
+            split_body,
+            entitlements=SqlEntitlements(billing),
+            responders=runtime.responders(
+                self,
+                [
+                    billing_keyword(billing),
+                    delete_my_data(session, config),
+                    human_request(session, config, hours, clock),
+                ],
+            ),
+            settings=TurnSettings(
+                lease_seconds=float(config.get("TURN_LEASE_SECONDS") or 45),
+                lease_wait_seconds=float(config.get("TURN_LEASE_WAIT_SECONDS") or 10),
+                handover_queue=config.get("HANDOVER_QUEUE") or "support",
+            ),
+            handover_note=lambda: closed_note(config, hours, clock),
+        )
 
     def resume_paid(self, contact_ids: list[int]) -> None:
         """Carry on the executions of contacts who just paid, and send what they say.
@@ -61,39 +100,9 @@ class Parley:
         messages through the Twilio REST API.
         """
         turns = self.turns()
-        with twilio_sender(current_app.config) as sender:
+        with twilio_sender(self.config) as sender:
             for contact_id in contact_ids:
-                send_stored(db.session, sender, turns.resume(contact_id))
-
-    def turns(self) -> Turns:
-        """A turn service bound to the current app context's session and settings."""
-        if self.flow_error is not None:
-            raise self.flow_error
-        billing = Billing(db.session, current_app.config)
-        turns = Turns(
-            db.session,
-            self.runner,
-            split_body,
-            entitlements=SqlEntitlements(billing),
-            responders=current_app.extensions["parley_runtime"].responders(
-                self,
-                [
-                    billing_keyword(billing),
-                    delete_my_data(db.session, current_app.config),
-                    human_request(
-                        db.session,
-                        current_app.config,
-                        current_app.extensions["parley_runtime"].settings.after_hours,
-                        self.runner.clock,
-                    ),
-                ],
-            ),
-        )
-        turns.handover_queue = current_app.config.get("HANDOVER_QUEUE") or "support"
-        hours = current_app.extensions["parley_runtime"].settings.after_hours
-        config, clock = current_app.config, self.runner.clock
-        turns.handover_note = lambda: closed_note(config, hours, clock)
-        return turns
+                send_stored(turns.session, sender, turns.resume_payment(contact_id))
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -136,7 +145,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_db(app)
     app.extensions["parley"] = _load_parley(app)
     init_celery(app)  # only with REDIS_URL: turns are then queued (tasks/)
-    init_runtime(app, app.extensions["parley"], strict=not _running_flows_command())
+    parley = app.extensions["parley"]
+    parley.runtime = init_runtime(app, parley, strict=not _running_flows_command())
 
     from web import register_blueprints
 
@@ -170,7 +180,7 @@ def _load_parley(app: Flask) -> Parley:
         http=HttpxHTTP(),
         env=allowed_env(allowlist, os.environ),  # only the names the operator allowed
     )
-    return Parley(flows=flows, runner=runner, flow_error=flow_error)
+    return Parley(flows=flows, runner=runner, config=app.config, flow_error=flow_error)
 
 
 def _running_flows_command() -> bool:

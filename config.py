@@ -58,6 +58,10 @@ DEFAULTS: dict[str, Any] = {
     "SWEEP_GRACE_SECONDS": "60",
     "SWEEP_INTERVAL_SECONDS": "30",
     "TURN_DEBOUNCE_MS": "0",
+    # Turn leases (conversation/turn.py): how long a claim holds a contact, and
+    # how long an inline turn waits for the contact's previous turn.
+    "TURN_LEASE_SECONDS": "45",
+    "TURN_LEASE_WAIT_SECONDS": "10",
     # Human handover (handover/control.py): what a contact writes to ask for a
     # person (comma-separated, whole message, any case), the queue it goes to,
     # what the contact is told, and how long a handover waits for an agent.

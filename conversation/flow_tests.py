@@ -27,7 +27,7 @@ many LLM calls. (``contact``/``bot`` are accepted for ``say``/``expect``, the
 shape curated transcripts are exported in.)
 
 Each conversation runs through the real path of a webhook turn,
-`conversation.turn.Turns` and the flow runner, on its own throwaway in-memory
+`conversation.turn.TurnService` and the flow runner, on its own throwaway in-memory
 SQLite database, with `ScriptedLLM` (an `engine.ports.LLM`) answering the
 model calls: nothing is sent, no model is called and the app's database is not
 touched. Responders (welcome, opt-out …) are not part of it: a test is about
@@ -50,7 +50,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from conversation.turn import Incoming, Turns
+from conversation.turn import Incoming, TurnService
 from engine.flow import yaml_lines
 from engine.ports import LLMError, LLMRequest, LLMResponse, LLMUsage
 from engine.runner import Runner
@@ -331,7 +331,7 @@ def throwaway_session() -> Session:
 def run_conversation(spec: ConversationSpec, runner: Runner, label: str) -> ConversationResult:
     """Run one conversation on a throwaway database; never raises for a failed check."""
     llm = ScriptedLLM()
-    turns = Turns(throwaway_session(), dataclasses.replace(runner, llm=llm), split_body)
+    turns = TurnService(throwaway_session(), dataclasses.replace(runner, llm=llm), split_body)
     contact = spec.contact or ContactSpec()
     transcript: list[tuple[str, list[str]]] = []
     last_execution = None

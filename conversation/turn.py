@@ -1,114 +1,92 @@
-"""A turn, step by step (DESIGN.md): store, serialise, run, commit, reply.
+"""The turn service: every turn, whatever started it, runs here (DESIGN.md, "A turn").
 
-This is the one code path for every inbound message, whether it came through
-the Twilio webhook or `flask chat`: the inbound message is stored first (a
-duplicate ``MessageSid`` stops there), the contact's turns are serialised by a
-row lock, the runner advances the execution, and the execution and the
-transcript are committed together. Any failure after the message is stored
-still answers the contact with the flow's fallback text.
+An inbound message (the webhook inline, a queued worker, ``flask chat``, the
+simulator), a timer, a Twilio Studio step endpoint, the Executions API, an
+agent's handback at a step and a payment that resumes an execution are each a
+`TurnPlan`: which contact and conversation, what to ask of the engine, and how
+the replies are stored. `TurnService.execute` then runs it the one way:
+
+1. claim the contact's lease in a short transaction (`models.turn_store`): a
+   contact's turns run one at a time, and no row lock is held across a turn;
+2. read who the contact is, the conversation and who controls it, and the
+   open execution; end that transaction (the connection goes back to the pool);
+3. a person in control: the inbound message is stored ``skipped`` for them and
+   the bot says nothing, on every path; responders (opt-out, welcome, ...) for
+   inbound messages;
+4. run the engine with no database connection held: model and HTTP calls
+   happen here; history reads are short transactions of their own;
+5. commit the execution, the transcript, the effects (`engine.effects`) and
+   the outbound rows in one short transaction, only while the lease's fencing
+   token is still ours and the bot still has control; otherwise nothing is
+   written and the turn runs again (or, if a person took over meanwhile, is
+   skipped).
+
+A failure after the inbound message is stored answers the contact once: with
+the fallback, stored like any reply, or, when not even that can be stored,
+with nothing now and the real reply later (the message stays ``pending`` for
+the sweeper) — never both.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.orm import Session
 
+from conversation.inbound import Incoming, store_incoming
+from conversation.plan import (
+    History,
+    LeaseLost,
+    Preface,
+    Responder,
+    TurnOutcome,
+    TurnPlan,
+    TurnSettings,
+    outbound_parts,
+)
+from engine.effects import HandOver
 from engine.flow import DEFAULT_FALLBACK
-from engine.ports import Channel, Contact, Entitlements, ExecutionState, InboundMessage, Reply
+from engine.ports import Contact, Entitlements, ExecutionState, HistoryMessage, Reply
 from engine.runner import Runner, TurnResult
 from handover.control import announce_message
 from handover.routing import flow_handover
-from models.entities import Contact as ContactRow
-from models.entities import Message
+from models.entities import Message, utcnow
 from models.store import OutboundPart, SqlStore, StoredInbound
+from models.turn_store import SqlTurnStore, TurnView
 
 log = logging.getLogger("parley.turns")
 
-
-@dataclass(frozen=True)
-class Preface:
-    """A responder's texts that go before the flow's replies; the flow then runs (a welcome)."""
-
-    texts: list[str]
-
-
-#: Answers a message before the flow runs: ``responder(contact, text)`` returns
-#: a list of texts (the answer; the flow does not run, ``[]`` answers with
-#: silence), a `Preface` (texts sent first, then the later responders and the
-#: flow run) or None (let the others and the flow run). Opt-out, reset code,
-#: billing keyword, after-hours, welcome: conversation/responders.py.
-Responder = Callable[[Contact, str], "list[str] | Preface | None"]
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """An inbound message from any channel, before it is stored.
-
-    Attributes:
-        phone: The contact's E.164 number.
-        channel: ``whatsapp`` or ``sms``.
-        address: Our side of the conversation (Twilio's ``To``).
-        body: The text as typed.
-        message_sid: Twilio's ``MessageSid``, or a local unique id.
-        name: WhatsApp ``ProfileName``, if any.
-        media: Media URLs.
-        media_types: Their content types, same order.
-        button: The WhatsApp button tapped (``{"payload", "text"}``), or None.
-        location: The shared location (``{"latitude", "longitude", ...}``), or None.
-    """
-
-    phone: str
-    channel: Channel
-    address: str
-    body: str
-    message_sid: str
-    name: str | None = None
-    media: tuple[str, ...] = ()
-    media_types: tuple[str, ...] = ()
-    button: dict[str, str] | None = None
-    location: dict[str, Any] | None = None
+__all__ = [
+    "History",
+    "Incoming",
+    "LeaseLost",
+    "Preface",
+    "Responder",
+    "TurnOutcome",
+    "TurnPlan",
+    "TurnService",
+    "TurnSettings",
+    "outbound_parts",
+    "store_incoming",
+]
 
 
-@dataclass
-class TurnOutcome:
-    """What a turn answered.
-
-    Attributes:
-        replies: The message bodies to send, in order (each within one Twilio
-            message's limit).
-        duplicate: The ``MessageSid`` was already stored: nothing was done.
-        message_id: The stored inbound message, when not a duplicate.
-        error: Why the turn answered with the fallback, if it did.
-        result: The runner's result, when the runner ran.
-        media: The media URL sent with each reply (same order), or None each.
-        recorded: False when not even the fallback could be stored: the
-            inbound message's turn is still ``pending`` (a queued turn is
-            retried later).
-    """
-
-    replies: list[str] = field(default_factory=list)
-    duplicate: bool = False
-    message_id: int | None = None
-    error: str | None = None
-    result: TurnResult | None = None
-    media: list[str | None] = field(default_factory=list)
-    recorded: bool = True
-
-
-class Turns:
-    """Runs turns against the database.
+class TurnService:
+    """Runs turns against the database (see the module's docstring).
 
     Args:
-        session: The SQLAlchemy session (Flask-SQLAlchemy's scoped session).
+        session: The SQLAlchemy session (Flask-SQLAlchemy's scoped session, or
+            any session the caller owns). Committed by the turn.
         runner: The flow runner.
         split: Splits one reply into message bodies Twilio accepts.
         entitlements: Who may pass paywalls (everyone when None).
         responders: Checked in order before the flow (step 4 of a turn); the
             first that answers (returns a list of texts) ends the turn.
+        settings: Leases and statuses.
+        handover_note: The note for a contact handed over outside the agents'
+            hours, or None (``note()`` returns None while they are open).
     """
 
     def __init__(
@@ -118,23 +96,21 @@ class Turns:
         split: Callable[[str], list[str]],
         entitlements: Entitlements | None = None,
         responders: Sequence[Responder] = (),
+        settings: TurnSettings | None = None,
+        handover_note: Callable[[], str | None] | None = None,
     ) -> None:
         self.session = session
         self.runner = runner
         self.split = split
         self.entitlements = entitlements
         self.responders = tuple(responders)
-        #: Status of the outbound rows a turn stores: ``queued`` when they go
-        #: out in the webhook's TwiML, ``pending`` when a worker sends them
-        #: (delivery/dispatcher.py).
-        self.outbound_status = "queued"
-        #: Where a ``handover`` step goes when its agent is unknown or none is available.
-        self.handover_queue = "support"
-        #: The note for a contact handed over outside the agents' hours, or None.
-        self.handover_note: Callable[[], str | None] | None = None
+        self.settings = settings or TurnSettings()
+        self.handover_note = handover_note
+
+    # -- inbound messages ----------------------------------------------------
 
     def handle(self, incoming: Incoming, flow_id: str | None = None) -> TurnOutcome:
-        """Store an inbound message, then run its turn.
+        """Store an inbound message, then run its turn (inline: webhook, chat, simulator).
 
         Args:
             incoming: The message.
@@ -144,15 +120,11 @@ class Turns:
             sqlalchemy.exc.OperationalError: the database is unreachable while
                 storing the message (nothing was stored; the caller answers 503).
         """
-        stored = self.store(incoming)
+        stored = store_incoming(self.session, incoming)
         if stored is None:
             log.info("turn.duplicate message_sid=%s", incoming.message_sid)
             return TurnOutcome(duplicate=True)
         return self.run(stored, incoming, flow_id)
-
-    def store(self, incoming: Incoming) -> StoredInbound | None:
-        """Step 2: store the inbound message in its own transaction (None: duplicate)."""
-        return store_incoming(self.session, incoming)
 
     def run(
         self,
@@ -160,276 +132,382 @@ class Turns:
         incoming: Incoming,
         flow_id: str | None = None,
         *,
-        locked: ContactRow | None = None,
-        controlled_by: str | None = None,
+        token: int | None = None,
+        status: str | None = None,
     ) -> TurnOutcome:
-        """Steps 3 to 6: lock the contact, run the flow, commit execution and transcript.
+        """Run the turn of a stored inbound message.
 
         Args:
             stored: The stored inbound message.
             incoming: Its content.
             flow_id: Run this flow rather than follow triggers.
-            locked: The contact's row, when the caller already holds its lock
-                in this transaction (a queued turn: `delivery.dispatcher`).
-            controlled_by: The conversation's ``controlled_by`` as read under
-                that lock (read here when None).
+            token: The contact's lease, when the caller claimed it (a queued
+                turn); else it is claimed here, waiting up to
+                `TurnSettings.lease_wait_seconds` for a busy contact.
+            status: The outbound rows' status (default `TurnSettings.outbound_status`).
+
+        Returns:
+            The outcome; ``busy`` (and nothing answered) when the contact
+            stayed busy: the message stays ``pending`` for the sweeper.
         """
-        store = SqlStore(self.session)
-        try:
-            contact_row = locked if locked is not None else store.lock_contact(stored.contact_id)
-            if controlled_by is None:
-                controlled_by = store.controller(stored.conversation_id)
-            if controlled_by != "bot":
-                store.finish_inbound(stored.message_id, "skipped", None, None)
-                announce_message(self.session, self.session.get_one(Message, stored.message_id))
-                self.session.commit()
-                return TurnOutcome(message_id=stored.message_id)
-            contact = Contact(
-                id=contact_row.id,
-                phone=contact_row.phone,
-                name=contact_row.name,
-                channel=incoming.channel,
-            )
-            inbound = InboundMessage(
-                text=incoming.body,
-                channel=incoming.channel,
-                message_sid=incoming.message_sid,
-                media=incoming.media,
-                media_types=incoming.media_types,
-                button=incoming.button,
-                location=incoming.location,
-            )
-            prefaces: list[str] = []
-            for responder in self.responders:
-                answer = responder(contact, incoming.body)
-                if isinstance(answer, Preface):
-                    prefaces.extend(answer.texts)
-                elif answer is not None:
-                    return self._answered(store, stored, prefaces + answer)
-            execution = store.active_execution(contact.id)
-            result = self.runner.run_turn(
+        inbound = incoming.as_inbound()
+
+        def engine(execution: ExecutionState | None, contact: Contact, history: History):
+            return self.runner.run_turn(
                 execution,
                 inbound,
                 contact,
-                history=lambda limit: store.history(contact.id, limit, stored.message_id),
+                history,
                 flow_id=flow_id,
                 entitlements=self.entitlements,
             )
-            result.replies[:0] = [Reply(text=text, author="system") for text in prefaces]
-            if execution is not None and execution.id and result.execution is not execution:
-                store.end_execution(execution.id)
-            execution_id = None
-            flow_id = None
-            error = result.error.reason if result.error else None
-            if result.execution is not None:
-                execution_id = store.save_execution(contact.id, result.execution, error)
-                flow_id = result.execution.flow_id
-            parts = self._parts(result)
-            store.store_outbound(
-                stored,
-                parts,
-                execution_id=execution_id,
-                flow_id=flow_id,
-                status=self.outbound_status,
+
+        plan = TurnPlan(
+            contact_id=stored.contact_id,
+            conversation_id=stored.conversation_id,
+            engine=engine,
+            status=status or self.settings.outbound_status,
+            inbound=stored,
+            incoming=incoming,
+            responders=True,
+        )
+        return self.execute(plan, token=token)
+
+    # -- turns without an inbound message -------------------------------------
+
+    def resume_payment(self, contact_id: int) -> list[int]:
+        """Carry on a contact's execution that waits for a payment (the payment arrived).
+
+        Returns:
+            The outbound message ids stored (status ``queued``), for the caller
+            to send; empty when the contact waits at no paywall.
+        """
+
+        def engine(execution: ExecutionState | None, contact: Contact, history: History):
+            if execution is None or not self.runner.awaits_payment(execution):
+                return None
+            return self.runner.run_turn(
+                execution, None, contact, history, entitlements=self.entitlements
             )
-            if result.execution is not None:  # a `handover` step: the bot goes silent
+
+        plan = TurnPlan(contact_id, None, engine, status="queued")
+        try:
+            return self.execute(plan).message_ids
+        except Exception:
+            log.exception("turn.resume_failed contact=%s", contact_id)
+            return []
+
+    def enter_step(self, conversation_id: int, contact_id: int, step_id: str) -> list[int]:
+        """Enter `step_id` of the contact's execution afresh (an agent handed back there).
+
+        Returns:
+            The outbound message ids stored (status ``queued``), to send.
+
+        Raises:
+            KeyError: the execution's flow has no such step, or there is no execution.
+        """
+
+        def engine(execution: ExecutionState | None, contact: Contact, history: History):
+            if execution is None:
+                raise KeyError("the contact has no flow to go on with")
+            return self.runner.enter_step(
+                execution, step_id, contact, history, entitlements=self.entitlements
+            )
+
+        plan = TurnPlan(contact_id, conversation_id, engine, status="queued", raise_errors=True)
+        return self.execute(plan).message_ids
+
+    # -- the turn ---------------------------------------------------------------
+
+    def claim(self, contact_id: int, wait_seconds: float = 0.0) -> int | None:
+        """Claim the contact's lease, retrying for up to `wait_seconds` while it is busy.
+
+        Returns:
+            The fencing token, or None when another turn still holds the contact.
+
+        Raises:
+            sqlalchemy.exc.OperationalError: the database is unreachable.
+        """
+        deadline = time.monotonic() + wait_seconds
+        pause = 0.02
+        while True:
+            try:
+                token = SqlTurnStore(self.session).claim(
+                    contact_id, utcnow(), self.settings.lease_seconds
+                )
+                self.session.commit()
+            except Exception:
+                self.session.rollback()
+                raise
+            if token is not None or time.monotonic() >= deadline:
+                return token
+            time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+            pause = min(pause * 2, 0.25)
+
+    def execute(self, plan: TurnPlan, token: int | None = None) -> TurnOutcome:
+        """Run `plan` as one turn (the module's docstring says how).
+
+        Args:
+            plan: The turn.
+            token: The contact's lease when the caller already claimed it.
+
+        Raises:
+            Exception: with `TurnPlan.raise_errors`, whatever failed (nothing
+                was written; the lease is released).
+        """
+        for attempt in range(3):
+            if token is None:
+                waits = plan.wait if plan.wait is not None else plan.inbound is not None
+                wait = self.settings.lease_wait_seconds if waits else 0.0
+                token = self.claim(plan.contact_id, wait)
+                if token is None:
+                    log.info("turn.busy contact=%s", plan.contact_id)
+                    message_id = plan.inbound.message_id if plan.inbound else None
+                    return TurnOutcome(message_id=message_id, recorded=False, busy=True)
+            try:
+                return self._run(plan, token)
+            except LeaseLost:
+                log.warning("turn.lease_lost contact=%s attempt=%d", plan.contact_id, attempt + 1)
+                token = None
+                if plan.inbound is not None and not self._still_pending(plan.inbound):
+                    return TurnOutcome(message_id=plan.inbound.message_id)
+            except Exception as error:
+                self.session.rollback()
+                if plan.raise_errors or plan.inbound is None:
+                    self._release(plan.contact_id, token)
+                    raise
+                log.exception(
+                    "turn.failed contact=%s message=%s", plan.contact_id, plan.inbound.message_id
+                )
+                return self._answer_failure(plan, token, error)
+        raise RuntimeError(f"contact {plan.contact_id}: the lease was lost three times in a row")
+
+    def _run(self, plan: TurnPlan, token: int) -> TurnOutcome:
+        """One attempt at the turn under the lease `token`."""
+        session = self.session
+        leases = SqlTurnStore(session)
+        store = SqlStore(session)
+        view = leases.view(plan.contact_id, plan.conversation_id)
+        respond = plan.responders and plan.incoming is not None
+        # Responders may end the execution (a reset code): read it after them.
+        execution = store.active_execution(plan.contact_id) if view and not respond else None
+        session.commit()  # the reads are done: no connection is held from here
+        if view is None:
+            self._release(plan.contact_id, token)
+            return TurnOutcome()
+        outcome = TurnOutcome(message_id=plan.inbound.message_id if plan.inbound else None)
+        if view.controlled_by != "bot":
+            return self._skip(plan, view, token, outcome)
+        contact = Contact(view.contact_id, view.phone, view.name, view.channel)
+        prefaces: list[str] = []
+        if respond:
+            assert plan.incoming is not None
+            answer = self._respond(contact, plan.incoming.body, prefaces)
+            if answer is not None:
+                return self._answered(plan, view, token, prefaces + answer)
+            execution = store.active_execution(plan.contact_id)
+            session.commit()  # with what a responder wrote (an opt-in, a payment link)
+        result = plan.engine(execution, contact, self._history(plan))
+        session.commit()  # anything the engine's ports read
+        if result is None:
+            self._release(plan.contact_id, token)
+            return outcome
+        result.replies[:0] = [Reply(text=text, author="system") for text in prefaces]
+        return self._commit(plan, view, token, execution, result, outcome)
+
+    def _commit(
+        self,
+        plan: TurnPlan,
+        view: TurnView,
+        token: int,
+        before: ExecutionState | None,
+        result: TurnResult,
+        outcome: TurnOutcome,
+    ) -> TurnOutcome:
+        """Step 6: write the turn in one transaction while the lease and control hold."""
+        session, store, leases = self.session, SqlStore(self.session), SqlTurnStore(self.session)
+        if not leases.fence(plan.contact_id, token):
+            session.rollback()
+            raise LeaseLost()
+        controlled_by = leases.controller(view.conversation_id)
+        if controlled_by != "bot":  # a person took over while the engine ran
+            session.rollback()  # the fence's release too: `_skip` releases again
+            return self._skip(plan, view, token, outcome, controlled_by)
+        if before is not None and before.id and result.execution is not before:
+            store.end_execution(before.id)
+        error = result.error.reason if result.error else None
+        execution_id = flow_id = None
+        if result.execution is not None:
+            execution_id = store.save_execution(plan.contact_id, result.execution, error)
+            flow_id = result.execution.flow_id
+        parts = outbound_parts(result.replies, self.split if plan.split else None)
+        parts += self._apply_effects(view, result, execution_id)
+        target = plan.inbound or StoredInbound(0, plan.contact_id, view.conversation_id)
+        ids = store.store_outbound(
+            target, parts, execution_id=execution_id, flow_id=flow_id, status=plan.status
+        )
+        if plan.inbound is not None:
+            status = "failed" if error else "done"
+            store.finish_inbound(plan.inbound.message_id, status, execution_id, flow_id)
+        if plan.on_commit is not None:
+            plan.on_commit(store, result, execution_id, ids)
+        session.commit()
+        log.info(
+            "turn.done contact=%s flow=%s steps=%s messages=%d error=%s",
+            plan.contact_id,
+            flow_id,
+            ",".join(result.steps),
+            len(ids),
+            error,
+        )
+        outcome.replies = [part.body for part in parts]
+        outcome.media = [part.media_url for part in parts]
+        outcome.error, outcome.result = error, result
+        outcome.message_ids, outcome.execution_id = ids, execution_id
+        return outcome
+
+    def _apply_effects(
+        self, view: TurnView, result: TurnResult, execution_id: int | None
+    ) -> list[OutboundPart]:
+        """Carry out the turn's effects in its transaction; the texts they add."""
+        parts: list[OutboundPart] = []
+        for effect in result.effects:
+            if isinstance(effect, HandOver) and execution_id is not None:
                 event = flow_handover(
-                    self.session, stored.conversation_id, result.execution, self.handover_queue
+                    self.session,
+                    view.conversation_id,
+                    effect.to,
+                    self.settings.handover_queue,
                 )
                 note = self.handover_note() if event is not None and self.handover_note else None
                 if note:  # outside the agents' hours: say when someone will answer
-                    extra = [OutboundPart(body=note, author="system")]
-                    store.store_outbound(
-                        stored,
-                        extra,
-                        execution_id=execution_id,
-                        flow_id=flow_id,
-                        status=self.outbound_status,
-                    )
-                    parts = [*parts, *extra]
-            store.finish_inbound(
-                stored.message_id, "failed" if error else "done", execution_id, flow_id
-            )
-            self.session.commit()
-        except Exception as exc:
-            self.session.rollback()
-            log.exception("turn.failed contact=%s message=%s", stored.contact_id, stored.message_id)
-            return self._answer_failure(stored, exc)
-        return TurnOutcome(
-            replies=[part.body for part in parts],
-            message_id=stored.message_id,
-            error=error,
-            result=result,
-            media=[part.media_url for part in parts],
-        )
+                    parts.append(OutboundPart(body=note, author="system"))
+            # AwaitPayment needs nothing now: the execution waits, and the
+            # payment's webhook resumes it (`resume_payment`).
+        return parts
 
-    def resume(self, contact_id: int) -> list[int]:
-        """Run a turn with no inbound message for a contact waiting at a paywall.
+    def _skip(
+        self,
+        plan: TurnPlan,
+        view: TurnView,
+        token: int,
+        outcome: TurnOutcome,
+        controlled_by: str | None = None,
+    ) -> TurnOutcome:
+        """A person has the conversation: the bot says nothing; the message is for them."""
+        session, store = self.session, SqlStore(self.session)
+        SqlTurnStore(session).release(plan.contact_id, token)
+        if plan.inbound is not None:
+            store.finish_inbound(plan.inbound.message_id, "skipped", None, None)
+            announce_message(session, session.get_one(Message, plan.inbound.message_id))
+        session.commit()
+        outcome.controlled_by = controlled_by or view.controlled_by
+        log.info("turn.skipped contact=%s controlled_by=%s", plan.contact_id, outcome.controlled_by)
+        return outcome
 
-        Used after a payment: the execution carries on where it stopped. The
-        replies are stored (status ``queued``) in the contact's latest
-        conversation, for the caller to send.
+    def _respond(self, contact: Contact, text: str, prefaces: list[str]) -> list[str] | None:
+        """Step 4: the first responder's answer, collecting prefaces on the way."""
+        for responder in self.responders:
+            answer = responder(contact, text)
+            if isinstance(answer, Preface):
+                prefaces.extend(answer.texts)
+            elif answer is not None:
+                return answer
+        return None
 
-        Returns:
-            The stored outbound message ids, in order (empty when the contact
-            has no execution waiting at a paywall, or no conversation).
-        """
-        store = SqlStore(self.session)
-        try:
-            contact_row = store.lock_contact(contact_id)
-            execution = store.active_execution(contact_id)
-            conversation = store.latest_conversation(contact_id)
-            if execution is None or conversation is None or not self._at_paywall(execution):
-                self.session.commit()
-                return []
-            contact = Contact(
-                id=contact_row.id,
-                phone=contact_row.phone,
-                name=contact_row.name,
-                channel=conversation.channel,  # type: ignore[arg-type]
-            )
-            result = self.runner.run_turn(
-                execution,
-                None,
-                contact,
-                history=lambda limit: store.history(contact.id, limit, 2**62),
-                entitlements=self.entitlements,
-            )
-            error = result.error.reason if result.error else None
-            execution_id = None
-            if result.execution is not None:
-                execution_id = store.save_execution(contact.id, result.execution, error)
-            target = StoredInbound(0, contact.id, conversation.id)
-            ids = store.store_outbound(
-                target, self._parts(result), execution_id=execution_id, flow_id=execution.flow_id
-            )
-            self.session.commit()
-        except Exception:
-            self.session.rollback()
-            log.exception("turn.resume_failed contact=%s", contact_id)
-            return []
-        return ids
-
-    def _at_paywall(self, execution: ExecutionState) -> bool:
-        flow = self.runner.flows.get(execution.flow_id)
-        if flow is None or execution.status != "waiting":
-            return False
-        step = flow.steps.get(execution.current_step)
-        return "paywall" in execution.step_state or getattr(step, "kind", "") == "paywall"
-
-    def _answered(self, store: SqlStore, stored: StoredInbound, texts: list[str]) -> TurnOutcome:
-        """Store and return a responder's answer; the flow does not run."""
+    def _answered(
+        self, plan: TurnPlan, view: TurnView, token: int, texts: list[str]
+    ) -> TurnOutcome:
+        """Store a responder's answer; the flow does not run."""
+        session, store = self.session, SqlStore(self.session)
+        if not SqlTurnStore(session).fence(plan.contact_id, token):
+            session.rollback()
+            raise LeaseLost()
         parts = [
             OutboundPart(body=body, author="system") for text in texts for body in self.split(text)
         ]
-        store.store_outbound(
-            stored, parts, execution_id=None, flow_id=None, status=self.outbound_status
+        assert plan.inbound is not None
+        ids = store.store_outbound(
+            plan.inbound, parts, execution_id=None, flow_id=None, status=plan.status
         )
-        store.finish_inbound(stored.message_id, "done", None, None)
-        self.session.commit()
-        return TurnOutcome(replies=[part.body for part in parts], message_id=stored.message_id)
+        store.finish_inbound(plan.inbound.message_id, "done", None, None)
+        session.commit()
+        return TurnOutcome(
+            replies=[part.body for part in parts],
+            message_id=plan.inbound.message_id,
+            message_ids=ids,
+        )
 
-    def _parts(self, result: TurnResult) -> list[OutboundPart]:
-        parts: list[OutboundPart] = []
-        for reply in result.replies:
-            # A picture alone is a message with an empty body.
-            bodies = self.split(reply.text) or ([""] if reply.media_url else [])
-            for index, body in enumerate(bodies):
-                last = index == len(bodies) - 1
-                parts.append(
-                    OutboundPart(
-                        body=body,
-                        author=reply.author,
-                        step_id=reply.step_id,
-                        usage=reply.usage if index == 0 else None,
-                        template=reply.template if index == 0 else None,
-                        media_url=reply.media_url if last else None,
-                        delay_seconds=reply.delay_seconds if index == 0 else 0.0,
-                    )
-                )
-        return parts
+    def _answer_failure(self, plan: TurnPlan, token: int, error: Exception) -> TurnOutcome:
+        """Answer an inbound message with the fallback after a failure outside the flow.
 
-    def _answer_failure(self, stored: StoredInbound, error: Exception) -> TurnOutcome:
-        """Answer with a fallback after a failure outside the flow (e.g. the database)."""
+        Stored like any reply, under the lease; when even that cannot be
+        written, nothing is answered now and the message stays ``pending``
+        for a later run (the sweeper): one answer, never two.
+        """
+        assert plan.inbound is not None
         text = self._fallback_text()
+        session, store = self.session, SqlStore(self.session)
         try:
-            store = SqlStore(self.session)
-            store.store_outbound(
-                stored,
+            if not SqlTurnStore(session).fence(plan.contact_id, token):
+                session.rollback()
+                return TurnOutcome(message_id=plan.inbound.message_id, recorded=False)
+            ids = store.store_outbound(
+                plan.inbound,
                 [OutboundPart(body=text, author="system")],
                 execution_id=None,
                 flow_id=None,
-                status=self.outbound_status,
+                status=plan.status,
             )
-            store.finish_inbound(stored.message_id, "failed", None, None)
+            store.finish_inbound(plan.inbound.message_id, "failed", None, None)
+            session.commit()
+        except Exception:
+            session.rollback()
+            log.exception("turn.fallback_not_stored message=%s", plan.inbound.message_id)
+            return TurnOutcome(
+                message_id=plan.inbound.message_id,
+                error=type(error).__name__,
+                recorded=False,
+            )
+        return TurnOutcome(
+            replies=[text],
+            message_id=plan.inbound.message_id,
+            error=type(error).__name__,
+            message_ids=ids,
+        )
+
+    def _history(self, plan: TurnPlan) -> History:
+        """``history(n)`` as a short read of its own, so the model's wait holds no connection."""
+        before = plan.inbound.message_id if plan.inbound else None
+
+        def read(limit: int) -> list[HistoryMessage]:
+            try:
+                return SqlStore(self.session).history(plan.contact_id, limit, before)
+            finally:
+                self.session.commit()
+
+        return read
+
+    def _still_pending(self, stored: StoredInbound) -> bool:
+        try:
+            status = self.session.get_one(Message, stored.message_id, populate_existing=True)
+            return status.turn_status == "pending"
+        finally:
+            self.session.commit()
+
+    def _release(self, contact_id: int, token: int | None) -> None:
+        """Free the lease we hold (best effort: an unreleased lease expires)."""
+        if token is None:
+            return
+        try:
+            SqlTurnStore(self.session).release(contact_id, token)
             self.session.commit()
         except Exception:
             self.session.rollback()
-            log.exception("turn.fallback_not_stored message=%s", stored.message_id)
-            recorded = False
-        else:
-            recorded = True
-        return TurnOutcome(
-            replies=[text],
-            message_id=stored.message_id,
-            error=f"{type(error).__name__}",
-            recorded=recorded,
-        )
+            log.warning("turn.release_failed contact=%s", contact_id)
 
     def _fallback_text(self) -> str:
         flow = self.runner.flows.default
         if flow is not None and "{" not in flow.fallback:
             return flow.fallback
         return DEFAULT_FALLBACK
-
-
-def store_incoming(session: Session, incoming: Incoming) -> StoredInbound | None:
-    """Store an inbound message at once, keyed by ``MessageSid``.
-
-    The webhook's whole database work when turns are queued: for a known
-    contact, a SELECT and an INSERT (`SqlStore.store_inbound`). On PostgreSQL
-    they run in autocommit, each statement its own transaction, which saves
-    the BEGIN and COMMIT round trips: the INSERT is the one write and is
-    atomic on its own, and a new contact's or conversation's row is an
-    idempotent upsert. SQLite keeps one transaction (its BEGIN IMMEDIATE).
-
-    Returns:
-        The stored ids, or None for a ``MessageSid`` already stored.
-
-    Raises:
-        sqlalchemy.exc.OperationalError: the database is unreachable (nothing
-            was stored).
-    """
-    fields = {
-        "phone": incoming.phone,
-        "name": incoming.name,
-        "channel": incoming.channel,
-        "address": incoming.address,
-        "body": incoming.body,
-        "message_sid": incoming.message_sid,
-        "media": incoming.media,
-        "details": _details(incoming),
-    }
-    bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        with bind.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            return SqlStore(connection).store_inbound(**fields)
-    try:
-        stored = SqlStore(session).store_inbound(**fields)
-    except Exception:
-        session.rollback()
-        raise
-    session.commit()
-    return stored
-
-
-def _details(incoming: Incoming) -> dict[str, Any]:
-    """What the inbound row keeps besides media URLs (content types, button, location)."""
-    details: dict[str, Any] = {}
-    if incoming.media_types:
-        details["types"] = list(incoming.media_types)
-    if incoming.button:
-        details["button"] = dict(incoming.button)
-    if incoming.location:
-        details["location"] = dict(incoming.location)
-    return details

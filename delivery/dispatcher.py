@@ -4,17 +4,19 @@ The stored inbound message is the durable record; a Celery task (tasks/) or the
 sweeper only says "this contact may have work". `Dispatcher.drain` then, for
 one contact:
 
-1. takes the contact's row lock without waiting (another worker running a
-   turn of the same contact already holds it: the task is retried shortly),
-   picks the contact's oldest inbound message whose turn is ``pending`` and
-   runs it with `conversation.turn.Turns.run` (execution, transcript and
-   ``turn_status`` are committed together, so a turn runs once or not at all);
+1. claims the contact's turn lease without waiting (another worker running a
+   turn of the same contact holds it: the task is retried shortly), picks
+   the contact's oldest inbound message whose turn is ``pending`` and runs it
+   with `conversation.turn.TurnService.run` under that lease (execution,
+   transcript and ``turn_status`` are committed together, and only while the
+   lease is still this worker's, so a turn runs once or not at all);
 2. sends the contact's ``pending`` outbound messages (`delivery.outbox`), and
    repeats until nothing is pending.
 
-A worker killed during a turn rolls its transaction back: the message is still
-``pending`` and the redelivered task (``acks_late``) or the sweeper runs the
-turn; nothing is lost, nothing is sent twice (no outbound row existed). What
+A worker killed during a turn wrote nothing: the message is still ``pending``
+and, once its lease expires (``TURN_LEASE_SECONDS``), the redelivered task
+(``acks_late``) or the sweeper runs the turn; nothing is lost, nothing is sent
+twice (no outbound row existed). What
 happens to a send cut short is in `delivery.outbox`.
 """
 
@@ -28,14 +30,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Row
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from conversation.turn import Incoming, Turns
+from conversation.turn import Incoming, TurnService
 from delivery.outbox import Outbox, Sent, Settings
 from integrations.twilio import TwilioSender
 from models import Delivery, Message
-from models.entities import utcnow
+from models.entities import as_utc, utcnow
 from models.store import (
     SqlStore,
     StoredInbound,
@@ -43,33 +44,13 @@ from models.store import (
     conversation_table,
     message_table,
 )
+from models.turn_store import SqlTurnStore
 
 log = logging.getLogger("parley.delivery")
 
 #: Rows are read on the tables (Core), with statements built once: this runs
 #: for every message.
 _message, _conversation, _contact = message_table.c, conversation_table.c, contact_table.c
-
-#: The contact's row lock (NOWAIT) and its oldest inbound message waiting for a turn.
-_LOCK_AND_NEXT = (
-    sa.select(
-        _contact.id,
-        _contact.phone,
-        _contact.name,
-        sa.select(_message.id)
-        .where(
-            _message.contact_id == _contact.id,
-            _message.direction == "inbound",
-            _message.turn_status == "pending",
-        )
-        .order_by(_message.id)
-        .limit(1)
-        .scalar_subquery()
-        .label("next_message_id"),
-    )
-    .where(_contact.id == sa.bindparam("contact_id"))
-    .with_for_update(of=contact_table, key_share=True, nowait=True)
-)
 
 _INBOUND_COLUMNS = (
     _message.id,
@@ -81,17 +62,34 @@ _INBOUND_COLUMNS = (
     _conversation.channel,
     _conversation.address,
     _conversation.controlled_by,
+    _contact.phone,
+    _contact.name,
+)
+#: The contact's oldest inbound message waiting for a turn, with what its turn needs.
+_NEXT = (
+    sa.select(*_INBOUND_COLUMNS)
+    .join(conversation_table, _conversation.id == _message.conversation_id)
+    .join(contact_table, _contact.id == _message.contact_id)
+    .where(
+        _message.contact_id == sa.bindparam("contact_id"),
+        _message.direction == "inbound",
+        _message.turn_status == "pending",
+    )
+    .order_by(_message.id)
+    .limit(1)
 )
 #: An inbound message with what its turn needs of the conversation.
 _INBOUND = (
     sa.select(*_INBOUND_COLUMNS)
     .join(conversation_table, _conversation.id == _message.conversation_id)
+    .join(contact_table, _contact.id == _message.contact_id)
     .where(_message.id == sa.bindparam("message_id"))
 )
 #: A conversation's inbound messages waiting for a turn, oldest first.
 _BURST = (
     sa.select(*_INBOUND_COLUMNS)
     .join(conversation_table, _conversation.id == _message.conversation_id)
+    .join(contact_table, _contact.id == _message.contact_id)
     .where(
         _message.conversation_id == sa.bindparam("conversation_id"),
         _message.direction == "inbound",
@@ -120,14 +118,12 @@ class Dispatcher:
     def __init__(
         self,
         session: Session,
-        turns: Turns | None,
+        turns: TurnService | None,
         sender: TwilioSender | None,
         settings: Settings,
     ) -> None:
         self.session = session
         self.turns = turns
-        if turns is not None:
-            turns.outbound_status = "pending"
         self.sender = sender
         self.settings = settings
         self.outbox = Outbox(session, sender, settings)
@@ -164,59 +160,68 @@ class Dispatcher:
         """Run the contact's oldest pending turn.
 
         Returns:
-            ``ran``, ``idle`` (nothing pending) or ``busy`` (locked elsewhere).
+            ``ran``, ``idle`` (nothing pending) or ``busy`` (claimed elsewhere).
 
         Raises:
             TurnNotFinished: not even the turn's fallback could be recorded.
         """
-        try:  # the lock and the next message in one round trip
-            contact = self.session.execute(_LOCK_AND_NEXT, {"contact_id": contact_id}).one()
-        except OperationalError as error:
-            self.session.rollback()
-            if getattr(error.orig, "sqlstate", None) == "55P03":  # lock_not_available
-                return "busy"
-            raise
-        if contact.next_message_id is None:
+        turns = self.turns
+        assert turns is not None, "a Dispatcher without turns only sends"
+        token = turns.claim(contact_id)
+        if token is None:
+            return "busy"
+        try:
+            message = self.session.execute(_NEXT, {"contact_id": contact_id}).first()
+            body = message.body if message is not None else ""
+            if message is not None and self.settings.debounce_seconds > 0:
+                message, body = self._merge_burst(message)
+            if message is None:
+                SqlTurnStore(self.session).release(contact_id, token)
             self.session.commit()
+        except Exception:
+            self.session.rollback()
+            raise
+        if message is None:
             return "idle"
-        message = self.session.execute(_INBOUND, {"message_id": contact.next_message_id}).one()
-        incoming = incoming_from_row(message, contact)
-        if self.settings.debounce_seconds > 0:
-            message, incoming = self._merge_burst(SqlStore(self.session), message, incoming)
         stored = StoredInbound(message.id, contact_id, message.conversation_id)
-        assert self.turns is not None, "a Dispatcher without turns only sends"
+        incoming = dataclasses.replace(incoming_from_row(message, message), body=body)
         # Commits, or stores the fallback and commits.
-        outcome = self.turns.run(
-            stored, incoming, locked=contact, controlled_by=message.controlled_by
-        )
+        outcome = turns.run(stored, incoming, token=token, status="pending")
         if not outcome.recorded:
             raise TurnNotFinished(f"the turn of message {stored.message_id} was not recorded")
         return "ran"
 
-    def _merge_burst(self, store: SqlStore, first: Row, incoming: Incoming) -> tuple[Row, Incoming]:
-        """With a debounce, the pending messages of a contact at an ``llm`` step, as one.
+    def busy_for(self, contact_id: int) -> float:
+        """Seconds until the lease another turn holds on the contact expires (0: free)."""
+        try:
+            expires_at = SqlTurnStore(self.session).lease_expiry(contact_id)
+        finally:
+            self.session.commit()
+        if expires_at is None:
+            return 0.0
+        return max((as_utc(expires_at) - utcnow()).total_seconds(), 0.0)
+
+    def _merge_burst(self, first: Row) -> tuple[Row, str]:
+        """With a debounce, the pending messages of a contact whose step converses, as one.
 
         The earlier ones are marked ``merged`` (left out of the LLM's history,
         since their text is in the turn's input) and the turn runs on the last
         one with every text, one per line.
 
         Args:
-            store: The turn's store.
-            first: The oldest pending message (a row of ``_INBOUND``).
-            incoming: Its content.
+            first: The oldest pending message (a row of ``_NEXT``).
 
         Returns:
-            The message the turn runs on (a row of ``_INBOUND``) and its content.
+            The message the turn runs on (a row of ``_BURST``) and its text:
+            `first` and its body when there is no burst to merge.
         """
         assert self.turns is not None
         burst = self.session.execute(_BURST, {"conversation_id": first.conversation_id}).all()
-        execution = store.active_execution(first.contact_id)
-        if len(burst) < 2 or execution is None or execution.status != "waiting":
-            return first, incoming
-        flow = self.turns.runner.flows.get(execution.flow_id)
-        step = flow.steps.get(execution.current_step) if flow else None
-        if getattr(step, "kind", None) != "llm":
-            return first, incoming
+        if len(burst) < 2:
+            return first, first.body
+        execution = SqlStore(self.session).active_execution(first.contact_id)
+        if not self.turns.runner.merges_bursts(execution):
+            return first, first.body
         self.session.execute(
             sa.update(message_table)
             .where(message_table.c.id.in_([earlier.id for earlier in burst[:-1]]))
@@ -225,13 +230,7 @@ class Dispatcher:
         last = burst[-1]
         text = "\n".join(message.body for message in burst if message.body)
         log.info("turn.merged contact=%s messages=%d", first.contact_id, len(burst))
-        contact = self.session.execute(
-            sa.select(contact_table.c.phone, contact_table.c.name).where(
-                contact_table.c.id == last.contact_id
-            )
-        ).one()
-        merged = incoming_from_row(last, contact)
-        return last, dataclasses.replace(merged, body=text)
+        return last, text
 
     def send_pending(self, contact_id: int) -> Sent:
         """Send the contact's pending outbound messages in order (`Outbox.send_pending`)."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from engine import calls
+from engine.effects import Effect
 from engine.flow import DEFAULT_FALLBACK, Flow, FlowSet
 from engine.ports import (
     HTTP,
@@ -31,7 +32,7 @@ from engine.ports import (
 )
 from engine.steps.base import Continue, Jump, StepContext, StepError, Wait, resolve_next
 from engine.steps.call import MAX_DEPTH
-from engine.steps.paywall import ask_to_pay, check_entitlement
+from engine.steps.paywall import awaits_payment, flow_gate
 from engine.templating import TemplateFailure, Templates
 
 log = logging.getLogger("parley.engine")
@@ -72,6 +73,8 @@ class TurnResult:
         steps: The step ids run, in order.
         error: The failure that made the turn answer with the fallback, if any.
         started: Whether the turn started a new execution.
+        effects: What the turn asks of the world outside the engine
+            (`engine.effects`), in order, for the turn service to carry out.
     """
 
     execution: ExecutionState | None
@@ -79,6 +82,7 @@ class TurnResult:
     steps: list[str] = field(default_factory=list)
     error: StepError | None = None
     started: bool = False
+    effects: list[Effect] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +109,24 @@ class Runner:
     max_steps: int = MAX_STEPS_PER_TURN
     http: HTTP = field(default_factory=NoHTTP)
     env: Mapping[str, str] = field(default_factory=dict)
+
+    def has_step(self, flow_id: str, step_id: str) -> bool:
+        """Whether the loaded flow `flow_id` has a step `step_id`."""
+        flow = self.flows.get(flow_id)
+        return flow is not None and step_id in flow.steps
+
+    def awaits_payment(self, execution: ExecutionState) -> bool:
+        """Whether `execution` waits for a payment (a paywall step or the flow's gate)."""
+        flow = self.flows.resolve(execution)[0]
+        return flow is not None and awaits_payment(flow, execution)
+
+    def merges_bursts(self, execution: ExecutionState | None) -> bool:
+        """Whether a burst of messages to `execution` is answered as one (its step converses)."""
+        if execution is None or execution.status != "waiting":
+            return False
+        flow = self.flows.resolve(execution)[0]
+        step = flow.steps.get(execution.current_step) if flow else None
+        return bool(step is not None and step.merges_bursts)
 
     def run_turn(
         self,
@@ -178,7 +200,7 @@ class Runner:
         try:
             resume = not result.started
             if flow.entitlement:
-                gate = self._gate(flow, context)
+                gate = flow_gate(flow, context)
                 if gate is None:
                     return result
                 resume = resume and gate
@@ -360,35 +382,14 @@ class Runner:
             templates=self.templates,
             llm=self.llm,
             clock=self.clock,
-            history=history,
+            history=_with_turn(history, result.replies),
             default_model=self.default_model,
             replies=result.replies,
+            effects=result.effects,
             entitlements=entitlements or AlwaysEntitled(),
             http=self.http,
             env=self.env,
         )
-
-    def _gate(self, flow: Flow, context: StepContext) -> bool | None:
-        """The flow-level paywall, checked every turn while the paywall is on.
-
-        Returns:
-            None when the contact must pay (the link or a reminder is queued and
-            the execution waits); False when the contact just got past a paywall
-            that held them (the current step is entered afresh, which is where the
-            execution stopped); True otherwise (carry on as usual).
-        """
-        execution = context.execution
-        assert flow.entitlement is not None
-        check = check_entitlement(context, flow.entitlement)
-        if check.entitled:
-            if execution.step_state.pop("paywall", None) is None:
-                return True
-            context.say(context.render(flow.paywall.welcome, payment_url=""))
-            return False
-        execution.step_state["paywall"] = flow.entitlement
-        execution.status = "waiting"
-        ask_to_pay(context, flow.paywall, check)
-        return None
 
     def _run(self, flow: Flow, context: StepContext, result: TurnResult, resume: bool) -> None:
         execution = context.execution
@@ -529,6 +530,29 @@ class Runner:
         except TemplateFailure:
             text = DEFAULT_FALLBACK
         result.replies.append(Reply(text=text, step_id=error.step_id, author="system"))
+
+
+def _with_turn(
+    history: Callable[[int], list[HistoryMessage]], replies: list[Reply]
+) -> Callable[[int], list[HistoryMessage]]:
+    """``history(n)`` followed by what the bot said so far in this turn, n at most.
+
+    The store only knows what earlier turns committed; an ``llm`` step after a
+    ``say`` in the same turn must see that text too, as the contact does.
+    """
+
+    def read(limit: int) -> list[HistoryMessage]:
+        if limit <= 0:
+            return []
+        said = [
+            HistoryMessage(role="assistant", content=reply.text)
+            for reply in replies
+            if reply.text.strip()
+        ]
+        earlier = history(max(limit - len(said), 0)) if len(said) < limit else []
+        return [*earlier, *said][-limit:]
+
+    return read
 
 
 def _as_step_error(error: StepError | TemplateFailure, step_id: str) -> StepError:

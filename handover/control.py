@@ -271,40 +271,35 @@ def takeover(session: Session, conversation_id: int, agent_id: int) -> ControlEv
     return _record(session, conversation, "takeover", me, me)
 
 
-#: ``runner_turn(execution_row, conversation, step_id)``: enters a step for a
-#: handback and returns the replies to store (see `handback`).
-EnterStep = Callable[[Execution, Conversation, str], list[OutboundPart]]
-
-
 def handback(
     session: Session,
     conversation_id: int,
     actor: str,
     step: str | None = None,
-    enter: EnterStep | None = None,
+    has_step: Callable[[str, str], bool] | None = None,
     kind: str = "handback",
-) -> tuple[ControlEvent, list[int]]:
+) -> ControlEvent:
     """Return control to the bot (``handback``), at `step` or where the flow left off.
 
     The execution paused at the handover resumes: it waits again for the
-    contact with the time its timer had left. With a `step`, that step is
-    entered now (its messages are stored for sending).
+    contact with the time its timer had left. Entering `step` is the turn
+    service's, after this is committed (`handover.routing.hand_back`).
 
     Args:
         session: The session; the caller commits.
         conversation_id: The conversation.
         actor: The agent in control (``agent:<id>``), or ``system``.
         step: A step of the execution's flow to go on at, or None.
-        enter: Runs the flow from a step (`handover_routing.step_enterer`);
-            needed with `step`.
+        has_step: ``has_step(flow_id, step_id)``: whether the flow has the
+            step (the runner's); needed with `step`.
         kind: ``handback``, or ``handover_expired`` when nobody accepted it.
 
     Returns:
-        The event and the outbound message ids stored (to send).
+        The event.
 
     Raises:
-        ControlError: `actor` does not have the conversation, or `step` is
-            not a step of the flow.
+        ControlError: `actor` does not have the conversation, the contact has
+            no flow to go on with, or `step` is not a step of the flow.
     """
     conversation = _lock(session, conversation_id)
     if conversation.controlled_by == BOT:
@@ -313,8 +308,12 @@ def handback(
         raise ControlError(f"{actor} does not have the conversation ({conversation.controlled_by})")
     conversation.controlled_by = BOT
     execution = _open_execution(session, conversation.contact_id)
-    ids: list[int] = []
     if execution is not None and execution.status == "handed_over":
+        if step is not None:
+            if has_step is None:
+                raise ControlError("handing back at a step needs the flow runner")
+            if not has_step(execution.flow_id, step):
+                raise ControlError(f"flow {execution.flow_id!r} has no step {step!r}")
         paused = _paused(session, conversation.id, execution.id)
         execution.status = paused.get("status") or "waiting"
         if execution.status == "active":
@@ -322,17 +321,9 @@ def handback(
         remaining = paused.get("remaining_seconds")
         if remaining is not None:
             execution.wait_deadline = utcnow() + dt.timedelta(seconds=remaining)
-        if step is not None:
-            if enter is None:
-                raise ControlError("handing back at a step needs the flow runner")
-            try:
-                ids = _store(session, conversation, enter(execution, conversation, step), execution)
-            except KeyError as error:
-                raise ControlError(str(error.args[0])) from error
     elif step is not None:
         raise ControlError("the contact has no flow to go on with")
-    event = _record(session, conversation, kind, actor, BOT, {"step": step} if step else {})
-    return event, ids
+    return _record(session, conversation, kind, actor, BOT, {"step": step} if step else {})
 
 
 def _paused(session: Session, conversation_id: int, execution_id: int) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Where a conversation goes: the ``human`` phrase, ``handover`` steps, available agents.
 
-Also the handback's flow runner (`step_enterer`), which the control service
-takes as an argument so that it needs no runner of its own.
+Also the handback at a step (`hand_back`): the control change is committed
+first, then the turn service runs the flow from that step like any turn.
 """
 
 from __future__ import annotations
@@ -16,17 +16,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from conversation.responder_settings import AfterHoursSettings
-from engine.ports import Clock, ExecutionState
+from engine.ports import Clock
 from engine.ports import Contact as EngineContact
-from engine.steps.handover import STATE_KEY
-from handover.control import BOT, EnterStep, agent, handover
+from handover.control import BOT, ControlError, agent, handback, handover
 from models.curation import User
-from models.entities import Contact, Conversation, Execution, utcnow
+from models.entities import Contact, Conversation, utcnow
 from models.handover import AgentPresence, ControlEvent
-from models.store import OutboundPart, SqlStore
+from models.store import SqlStore
 
 if TYPE_CHECKING:
-    from conversation.turn import Responder, Turns
+    from conversation.turn import Responder, TurnService
 
 log = logging.getLogger("parley.handover")
 
@@ -42,28 +41,44 @@ def contact_of(session: Session, conversation: Conversation) -> EngineContact:
     )
 
 
-def step_enterer(turns: Turns) -> EnterStep:
-    """An `EnterStep` that runs the flow from a step with the turn service's runner."""
+def hand_back(
+    turns: TurnService, conversation_id: int, actor: str, step: str | None = None
+) -> list[int]:
+    """Return control to the bot (``handback``), then run the flow from `step` if given.
 
-    def enter(row: Execution, conversation: Conversation, step: str) -> list[OutboundPart]:
-        store = SqlStore(turns.session)
-        state = store.active_execution(row.contact_id)
-        assert state is not None
-        result = turns.runner.enter_step(
-            state,
-            step,
-            contact_of(turns.session, conversation),
-            history=lambda limit: store.history(row.contact_id, limit, 2**62),
-            entitlements=turns.entitlements,
-        )
-        store.save_execution(row.contact_id, state, result.error.reason if result.error else None)
-        return [
-            OutboundPart(body=body, author=reply.author, step_id=reply.step_id)
-            for reply in result.replies
-            for body in turns.split(reply.text)
-        ]
+    The handback is committed first (so its event comes before anything the
+    step says or does, a new handover included); the step then runs as a turn
+    of its own (`TurnService.enter_step`), with no lock held during its model calls.
 
-    return enter
+    Args:
+        turns: The turn service (its session is committed).
+        conversation_id: The conversation.
+        actor: The agent in control (``agent:<id>``), or ``system``.
+        step: A step of the execution's flow to go on at, or None for where
+            the flow left off.
+
+    Returns:
+        The outbound message ids the step stored, to send.
+
+    Raises:
+        ControlError: `actor` does not have the conversation, the contact has
+            no flow, or `step` is not a step of its flow (nothing was changed).
+    """
+    session = turns.session
+    try:
+        event = handback(session, conversation_id, actor, step, has_step=turns.runner.has_step)
+        contact_id = session.get_one(Conversation, conversation_id).contact_id
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    log.info("handover.handback conversation=%s event=%s step=%s", conversation_id, event.id, step)
+    if step is None:
+        return []
+    try:
+        return turns.enter_step(conversation_id, contact_id, step)
+    except KeyError as error:  # the flow changed since the check
+        raise ControlError(str(error.args[0])) from error
 
 
 def human_request(
@@ -122,24 +137,26 @@ def closed_note(
 
 
 def flow_handover(
-    session: Session, conversation_id: int, execution: ExecutionState, queue: str
+    session: Session, conversation_id: int, target: str, queue: str
 ) -> ControlEvent | None:
-    """After a turn that reached a ``handover`` step: hand over as the step says.
+    """Hand over as a ``handover`` step asked (its `engine.effects.HandOver`), in the turn's commit.
 
     ``agent:<email>`` becomes that agent (the `queue` when no active user has
     that email); ``available`` the available agent who waited longest (the
     `queue` when none is available).
 
     Returns:
-        The event, or None when the execution is not at a handover.
+        The event, or None when the bot no longer has the conversation.
     """
-    request = execution.step_state.get(STATE_KEY)
-    if not request or execution.id is None:
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
         return None
-    row = session.get_one(Execution, execution.id, populate_existing=True)  # saved by Core
-    row.step_state = {key: value for key, value in row.step_state.items() if key != STATE_KEY}
-    target = _resolve(session, str(request.get("to") or ""), f"queue:{queue}")
-    return handover(session, conversation_id, BOT, target)
+    target = _resolve(session, target, f"queue:{queue}")
+    try:
+        return handover(session, conversation_id, BOT, target)
+    except ControlError:
+        log.warning("handover.not_from_bot conversation=%s", conversation_id)
+        return None
 
 
 def _resolve(session: Session, target: str, queue: str) -> str:

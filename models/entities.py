@@ -56,6 +56,29 @@ class Contact(Base):
     conversations: Mapped[list[Conversation]] = relationship(back_populates="contact")
 
 
+class TurnLease(Base):
+    """Who runs the contact's turns now: one turn at a time, with no lock held across it.
+
+    A turn claims the lease in a short transaction (`models.store.SqlStore.claim`),
+    runs the engine with no database connection (model and HTTP calls happen
+    then), and commits only while its `token` is still the lease's: a turn that
+    outlived its lease, whose contact another worker has since claimed, writes
+    nothing and runs again. A worker that dies leaves a lease that expires.
+    """
+
+    __tablename__ = "turn_lease"
+
+    contact_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("contact.id", ondelete="CASCADE"), primary_key=True
+    )
+    token: Mapped[int] = mapped_column(sa.BigInteger, default=1)
+    """The fencing token: one more at every claim, never reused."""
+    owner: Mapped[str | None] = mapped_column(sa.String(64))
+    """Who holds it (host, process and thread), for operators; None when free."""
+    expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    """When it may be claimed again even if not released; None when free."""
+
+
 class Conversation(Base):
     """A contact's thread on one channel with one of our sender addresses."""
 

@@ -405,7 +405,9 @@ class SqlStore:
             .values(status="ended", ended_at=utcnow())
         )
 
-    def history(self, contact_id: int, limit: int, before_message_id: int) -> list[HistoryMessage]:
+    def history(
+        self, contact_id: int, limit: int, before_message_id: int | None = None
+    ) -> list[HistoryMessage]:
         """The contact's last `limit` messages before a message, oldest first.
 
         "Before" is in turn order, not id order: every message but
@@ -413,13 +415,15 @@ class SqlStore:
         yet, and ones merged into a later turn (their text is its input). A
         contact's next message can be stored before the replies to the one
         being answered (queued turns), and those replies belong in the
-        history of the next turn.
+        history of the next turn. With no `before_message_id` (a turn with
+        no inbound message: a timer, a payment), every message counts.
         """
         if limit <= 0:
             return []
         rows = self.session.execute(
             sa.select(Message.author, Message.body)
-            .where(Message.contact_id == contact_id, Message.id != before_message_id)
+            .where(Message.contact_id == contact_id)
+            .where(sa.true() if before_message_id is None else Message.id != before_message_id)
             .where(Message.body != "")
             .where(
                 sa.or_(

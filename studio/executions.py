@@ -23,23 +23,24 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from engine.ports import Channel, Contact, Entitlements
-from engine.runner import Runner
+from conversation.turn import History, TurnPlan, TurnService
+from engine.ports import Channel, Contact, ExecutionState
+from engine.runner import TurnResult
 from models import Execution, ExecutionRequest
-from models.store import OutboundPart, SqlStore, StoredInbound
+from models.store import SqlStore
 
 log = logging.getLogger("parley.studio")
 
 
 class ExecutionConflict(Exception):
-    """The contact is already in a flow (Studio answers 409 too).
+    """The contact is already in a flow, or busy (Studio answers 409 too).
 
     Attributes:
-        flow_id: The flow the contact is in.
+        flow_id: The flow the contact is in, if that is the conflict.
     """
 
-    def __init__(self, flow_id: str) -> None:
-        super().__init__(f"the contact is already in flow {flow_id!r}")
+    def __init__(self, flow_id: str | None, reason: str | None = None) -> None:
+        super().__init__(reason or f"the contact is already in flow {flow_id!r}")
         self.flow_id = flow_id
 
 
@@ -76,8 +77,7 @@ class Started:
 
 
 def start_execution(
-    session: Session,
-    runner: Runner,
+    turns: TurnService,
     *,
     phone: str,
     channel: Channel,
@@ -85,15 +85,16 @@ def start_execution(
     flow_id: str,
     parameters: dict[str, Any],
     key: str | None,
-    entitlements: Entitlements | None = None,
 ) -> Started:
     """Start `flow_id` for a contact and store its first messages (status ``queued``).
 
-    The caller sends ``message_ids`` after this returns (committed).
+    The first turn runs as any turn does (conversation/turn.py): under the
+    contact's lease, with no connection held during its model calls, and not
+    at all while a person has the conversation (409). The caller sends
+    ``message_ids`` after this returns (committed).
 
     Args:
-        session: The session (committed here).
-        runner: The runner.
+        turns: The turn service (its session is committed here).
         phone: The contact's E.164 number.
         channel: ``whatsapp`` or ``sms``.
         address: Our side of the conversation (the Twilio number to send
@@ -101,13 +102,13 @@ def start_execution(
         flow_id: A loaded flow.
         parameters: The flow's starting ``vars`` (JSON data, never templates).
         key: The client's idempotency key, or None.
-        entitlements: Who may pass paywalls.
 
     Raises:
         KeyError: no such flow.
         ExecutionConflict: the contact already has an open execution.
         ValueError: no `address` and the contact has no conversation.
     """
+    session, runner = turns.session, turns.runner
     if runner.flows.get(flow_id) is None:
         raise KeyError(f"no flow {flow_id!r}")
     if key is not None:
@@ -123,67 +124,76 @@ def start_execution(
                 raise ValueError("From is required: the contact has no conversation yet")
             address, channel = latest.address, latest.channel  # type: ignore[assignment]
         conversation_id = store.upsert_conversation(contact_id, channel, address)
-        row = store.lock_contact(contact_id)
-        # A request with the same key may have committed while this one waited for the lock.
-        earlier = replay(session, key) if key is not None else None
-        if earlier is not None:
-            session.commit()
-            return earlier
-        open_execution = store.active_execution(contact_id)
-        if open_execution is not None:
-            raise ExecutionConflict(open_execution.flow_id)
-        request = ExecutionRequest(
-            idempotency_key=key,
-            contact_id=contact_id,
-            flow_id=flow_id,
-            parameters=parameters,
-            message_ids=[],
-        )
-        session.add(request)
-        session.flush()  # a concurrent request with the same key fails here
-        contact = Contact(id=row.id, phone=row.phone, name=row.name, channel=channel)
-        result = runner.run_turn(
-            None,
-            None,
-            contact,
-            history=lambda limit: store.history(contact_id, limit, 2**62),
-            flow_id=flow_id,
-            entitlements=entitlements,
-            variables=parameters,
-        )
-        state = result.execution
-        error = result.error.reason if result.error else None
-        execution_id = store.save_execution(contact_id, state, error) if state else None
-        parts = [
-            OutboundPart(body=reply.text, author=reply.author, step_id=reply.step_id)
-            for reply in result.replies
-            if reply.text.strip()
-        ]
-        ids = store.store_outbound(
-            StoredInbound(0, contact_id, conversation_id),
-            parts,
-            execution_id=execution_id,
-            flow_id=flow_id,
-        )
-        request.execution_id, request.message_ids = execution_id, ids
         session.commit()
-    except IntegrityError:
-        session.rollback()
-        earlier = replay(session, key) if key is not None else None
-        if earlier is None:
-            raise
-        return earlier
     except Exception:
         session.rollback()
         raise
+    request = ExecutionRequest(
+        idempotency_key=key,
+        contact_id=contact_id,
+        flow_id=flow_id,
+        parameters=parameters,
+        message_ids=[],
+    )
+
+    def engine(execution: ExecutionState | None, contact: Contact, history: History):
+        if execution is not None:
+            raise ExecutionConflict(execution.flow_id)
+        return runner.run_turn(
+            None,
+            None,
+            contact,
+            history,
+            flow_id=flow_id,
+            entitlements=turns.entitlements,
+            variables=parameters,
+        )
+
+    def record(
+        store: SqlStore, result: TurnResult | None, execution_id: int | None, ids: list[int]
+    ):
+        request.execution_id, request.message_ids = execution_id, ids
+        session.add(request)
+        session.flush()  # a concurrent request with the same key fails here
+
+    plan = TurnPlan(
+        contact_id,
+        conversation_id,
+        engine,
+        status="queued",
+        on_commit=record,
+        raise_errors=True,
+        wait=True,
+    )
+    try:
+        outcome = turns.execute(plan)
+    except (IntegrityError, ExecutionConflict):
+        # The same key's request may have committed while this one waited.
+        earlier = replay(session, key) if key is not None else None
+        session.rollback()
+        if earlier is None:
+            raise
+        return earlier
+    if outcome.controlled_by is not None:
+        raise ExecutionConflict(None, f"a person has the conversation ({outcome.controlled_by})")
+    if outcome.busy:
+        raise ExecutionConflict(None, "another turn of the contact is running; try again")
+    result = outcome.result
+    state = result.execution if result else None
     log.info(
         "studio.execution.started contact=%s flow=%s execution=%s messages=%d",
         contact_id,
         flow_id,
-        execution_id,
-        len(ids),
+        outcome.execution_id,
+        len(outcome.message_ids),
     )
-    return Started(request.id, execution_id, flow_id, state.status if state else "failed", ids)
+    return Started(
+        request.id,
+        outcome.execution_id,
+        flow_id,
+        state.status if state else "failed",
+        outcome.message_ids,
+    )
 
 
 def replay(session: Session, key: str) -> Started | None:

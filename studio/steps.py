@@ -7,6 +7,9 @@ and store: the contact's text is stored as an inbound message, the step runs
 committed together. The replies are not sent by Parley: Studio sends them (a
 *Send Message* widget with ``{{widgets.<name>.parsed.reply}}``), so they are
 stored with status `HANDED_TO_STUDIO`, which no delivery worker picks up.
+The step runs as any turn does (conversation/turn.py): under the contact's
+lease, with no connection held during its model call, and not at all while
+a person has the conversation.
 
 Studio gives an HTTP widget 10 seconds and reads at most 64 KB of its answer
 (https://www.twilio.com/docs/studio/widget-library/http-request). So the LLM
@@ -24,12 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy.orm import Session
-
-from engine.ports import LLM, Channel, Contact, Entitlements, InboundMessage
+from conversation.turn import History, Incoming, TurnPlan, TurnService, store_incoming
+from engine.ports import LLM, Channel, Contact, ExecutionState, InboundMessage
 from engine.runner import Runner
 from integrations.openai import llm_from_config
-from models.store import OutboundPart, SqlStore
 
 log = logging.getLogger("parley.studio")
 
@@ -81,6 +82,8 @@ class StepAnswer:
         error: Why, when `fallback`.
         media: URLs of pictures or documents the step sends (for a *Send
             Message* widget's Media URL).
+        controlled_by: Who has the conversation when a person does (an agent
+            took it over): the bot said nothing, and the step did not run.
     """
 
     reply: str
@@ -92,6 +95,7 @@ class StepAnswer:
     fallback: bool
     error: str | None
     media: list[str]
+    controlled_by: str | None = None
 
     def as_json(self) -> bytes:
         """The JSON body, within Studio's 64 KB (``variables`` dropped, then the reply cut)."""
@@ -110,7 +114,7 @@ class StepAnswer:
 
 
 def run_studio_step(
-    session: Session,
+    turns: TurnService,
     runner: Runner,
     *,
     flow_id: str,
@@ -119,13 +123,15 @@ def run_studio_step(
     channel: Channel,
     body: str,
     address: str,
-    entitlements: Entitlements | None = None,
     variables: Mapping[str, Any] | None = None,
 ) -> StepAnswer:
-    """Store the contact's text, run one step in their execution, commit.
+    """Store the contact's text, run one step in their execution as a turn, commit.
+
+    A person in control of the conversation keeps the bot silent here too:
+    the text is stored for them and the answer says who has it, with no reply.
 
     Args:
-        session: The database session (committed here).
+        turns: The turn service (its session is committed).
         runner: The runner (give it `studio_llm` for Studio's deadline).
         flow_id: The flow.
         step_id: Its step.
@@ -133,7 +139,6 @@ def run_studio_step(
         channel: ``whatsapp`` or ``sms``.
         body: What the contact typed ("" when the widget sends none).
         address: Our side of the conversation (Studio's ``To``, or ``studio``).
-        entitlements: Who may pass paywalls.
         variables: Set in the execution's ``vars`` before the step runs (data).
 
     Raises:
@@ -143,66 +148,69 @@ def run_studio_step(
     flow = runner.flows.get(flow_id)
     if flow is None or step_id not in flow.steps:
         raise KeyError(f"no flow {flow_id!r}" if flow is None else f"no step {step_id!r}")
-    store = SqlStore(session)
-    try:
-        stored = store.store_inbound(
+    stored = store_incoming(
+        turns.session,
+        Incoming(
             phone=phone,
-            name=None,
             channel=channel,
             address=address,
             body=body,
             message_sid=f"studio-{uuid.uuid4().hex}",
-        )
-        assert stored is not None  # a fresh id is never a duplicate
-        row = store.lock_contact(stored.contact_id)
-        contact = Contact(id=row.id, phone=row.phone, name=row.name, channel=channel)
-        execution = store.active_execution(contact.id)
-        inbound = InboundMessage(text=body, channel=channel, message_sid="")
-        result = runner.run_step(
+        ),
+    )
+    assert stored is not None  # a fresh id is never a duplicate
+    inbound = InboundMessage(text=body, channel=channel) if body else None
+
+    def engine(execution: ExecutionState | None, contact: Contact, history: History):
+        return runner.run_step(
             execution,
             flow_id,
             step_id,
-            inbound if body else None,
+            inbound,
             contact,
-            history=lambda limit: store.history(contact.id, limit, stored.message_id),
-            entitlements=entitlements,
+            history,
+            entitlements=turns.entitlements,
             variables=variables,
         )
-        if execution is not None and execution.id and result.execution is not execution:
-            store.end_execution(execution.id)
-        state = result.execution
-        assert state is not None
-        error = result.error.reason if result.error else None
-        execution_id = store.save_execution(contact.id, state, error)
-        texts = [reply.text for reply in result.replies if reply.text.strip()]
-        store.store_outbound(
-            stored,
-            [
-                OutboundPart(
-                    body=reply.text,
-                    author=reply.author,
-                    step_id=reply.step_id,
-                    media_url=reply.media_url,
-                )
-                for reply in result.replies
-                if reply.text.strip() or reply.media_url
-            ],
-            execution_id=execution_id,
-            flow_id=flow_id,
-            status=HANDED_TO_STUDIO,
+
+    plan = TurnPlan(
+        stored.contact_id,
+        stored.conversation_id,
+        engine,
+        status=HANDED_TO_STUDIO,
+        inbound=stored,
+        split=False,
+        raise_errors=True,
+    )
+    outcome = turns.execute(plan)
+    if outcome.controlled_by is not None:
+        log.info(
+            "studio.step.skipped contact=%s controlled_by=%s",
+            stored.contact_id,
+            outcome.controlled_by,
         )
-        store.finish_inbound(
-            stored.message_id, "failed" if error else "done", execution_id, flow_id
+        return StepAnswer(
+            reply="",
+            replies=[],
+            variables={},
+            next=step_id,
+            done=False,
+            waiting=True,
+            fallback=False,
+            error=None,
+            media=[],
+            controlled_by=outcome.controlled_by,
         )
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
+    result = outcome.result
+    assert result is not None and result.execution is not None
+    state = result.execution
+    error = outcome.error
+    texts = [reply.text for reply in result.replies if reply.text.strip()]
     done = state.status in ("ended", "failed")
     waiting = state.status == "waiting" and state.current_step == step_id and error is None
     log.info(
         "studio.step contact=%s flow=%s step=%s next=%s error=%s",
-        contact.id,
+        stored.contact_id,
         flow_id,
         step_id,
         None if done else state.current_step,

@@ -34,7 +34,7 @@ log = logging.getLogger("parley.tasks")
 
 DRAIN_TASK = "parley.drain_contact"
 #: How many times a task that found its contact busy looks again.
-BUSY_RETRIES = 2
+BUSY_RETRIES = 3
 SWEEP_TASK = "parley.sweep"
 
 
@@ -86,6 +86,7 @@ def init_celery(app: Flask) -> Celery | None:
             worker = dispatcher(thread_sender())
             try:
                 done = worker.drain(contact_id)
+                busy_for = 0.0 if done else worker.busy_for(contact_id)
             except Exception as error:  # the rows are the record: try again later
                 db.session.rollback()
                 log.warning("task.drain.retry contact=%s reason=%r", contact_id, error)
@@ -93,12 +94,15 @@ def init_celery(app: Flask) -> Celery | None:
             finally:
                 db.session.remove()
         if not done and task.request.retries < BUSY_RETRIES:
-            # Another turn holds the contact. A draining worker looks for
-            # pending messages after each turn, so it answers ours; a look
-            # later covers a lock holder that does not drain (a timer, an
-            # inline turn), and the sweeper anything after that. Retrying at
-            # once instead would flood the queue while a contact is busy.
-            raise task.retry(countdown=1 + random.random() * 2)
+            # Another turn holds the contact's lease. A draining worker looks
+            # for pending messages after each turn, so it answers ours; a look
+            # a moment later covers a holder that does not drain (a timer, an
+            # inline turn), and a look when its lease expires a holder that
+            # died; the sweeper anything after that. Retrying at once instead
+            # would flood the queue while a contact is busy.
+            first = task.request.retries == 0
+            countdown = 1 + random.random() * 2 if first else busy_for + random.random()
+            raise task.retry(countdown=countdown)
 
     @celery.task(name=SWEEP_TASK)
     def sweep() -> int:

@@ -175,6 +175,8 @@ def stack(
         "SECRET_KEY": "test",
         "LOG_LEVEL": "WARNING",
         "CELERY_VISIBILITY_TIMEOUT": "3",
+        # A killed worker's leases expire this soon (the production default is 45 s).
+        "TURN_LEASE_SECONDS": "5",
         "DATABASE_POOL_SIZE": "10",
     }
     stack = Stack(env, tmp_path)

@@ -23,7 +23,7 @@ from handover.control import (
     takeover,
 )
 from handover.expiry import expire_handovers
-from handover.routing import step_enterer
+from handover.routing import hand_back
 from models import Conversation, Execution, Message, db
 from tests.twiml import messages_of
 
@@ -170,12 +170,9 @@ def test_a_handback_at_a_chosen_step_enters_it_at_once(app, twilio, fake_twilio)
     cid = conversation_id(app)
     act(app, takeover, cid, 7)
     with app.app_context(), pytest.raises(ControlError, match="no step 'nowhere'"):
-        enter = step_enterer(app.extensions["parley"].turns())
-        handback(db.session, cid, "agent:7", "nowhere", enter)
+        hand_back(app.extensions["parley"].turns(), cid, "agent:7", "nowhere")
     with app.app_context():
-        turns = app.extensions["parley"].turns()
-        _, ids = handback(db.session, cid, "agent:7", "nudge", step_enterer(turns))
-        db.session.commit()
+        ids = hand_back(app.extensions["parley"].turns(), cid, "agent:7", "nudge")
         send_stored(db.session, sender_from_config(app.config), ids)
 
     assert fake_twilio.bodies == ["Still there? Reply any time to carry on.", QUESTION]

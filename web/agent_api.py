@@ -30,7 +30,7 @@ from werkzeug.wrappers import Response
 
 from delivery.outbound import send_stored, twilio_sender
 from handover import control as handover
-from handover.routing import step_enterer
+from handover.routing import hand_back
 from models import db
 from models.curation import User
 from models.entities import Conversation
@@ -164,9 +164,7 @@ def handback(conversation_id: int) -> tuple[Response, int]:
     turns = current_app.extensions["parley"].turns()
     return _run(
         conversation_id,
-        lambda: handover.handback(
-            db.session, conversation_id, handover.agent(agent_id), step, step_enterer(turns)
-        )[1],
+        lambda: hand_back(turns, conversation_id, handover.agent(agent_id), step),
     )
 
 

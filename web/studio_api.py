@@ -27,7 +27,6 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import OperationalError
 
-from billing.paywall import Billing, SqlEntitlements
 from delivery.outbound import send_stored, twilio_sender
 from integrations.twilio import parse_address
 from models import db
@@ -98,15 +97,13 @@ def create_execution() -> Response:
     sender_address = str(fields.get("From") or "").strip() or None
     try:
         started = start_execution(
-            db.session,
-            parley.runner,
+            parley.turns(),
             phone=phone,
             channel=channel,
             address=sender_address,
             flow_id=flow_id,
             parameters=parameters,
             key=key,
-            entitlements=SqlEntitlements(Billing(db.session, current_app.config)),
         )
     except ExecutionConflict as conflict:
         return _error(409, str(conflict))

@@ -24,9 +24,7 @@ from typing import Any
 from flask import Response, current_app, request
 from sqlalchemy.exc import OperationalError
 
-from billing.paywall import Billing, SqlEntitlements
 from integrations.twilio import parse_address
-from models import db
 from studio.steps import run_studio_step, runner_for_studio, studio_llm
 from web.studio import _error, bp, verify_studio_request
 
@@ -91,7 +89,7 @@ def run_step(flow_id: str, step_id: str) -> Response:
         return _error(503, str(error))
     try:
         answer = run_studio_step(
-            db.session,
+            parley.turns(),
             runner,
             flow_id=flow_id,
             step_id=step_id,
@@ -99,7 +97,6 @@ def run_step(flow_id: str, step_id: str) -> Response:
             channel=channel,
             body=fields.get("Body", ""),
             address=fields.get("To", "").strip() or "studio",
-            entitlements=SqlEntitlements(Billing(db.session, current_app.config)),
             variables=variables,
         )
     except OperationalError:

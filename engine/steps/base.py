@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from engine.effects import Effect
 from engine.ports import (
     HTTP,
     LLM,
@@ -178,9 +179,12 @@ class StepContext:
         templates: The sandboxed Jinja environment.
         llm: The chat model.
         clock: The time source.
-        history: ``history(n)`` gives the last n messages before this turn.
+        history: ``history(n)`` gives the last n messages: those before this
+            turn, then what the bot said so far in this turn.
         default_model: The model to use when neither step nor flow names one.
         replies: What the turn sends, in order; steps append with `say`.
+        effects: What the turn asks of the world outside the engine, in
+            order; steps append with `emit`.
         entitlements: Who may pass paywalls.
         http: Makes ``http`` steps' requests.
         env: The environment variables ``http`` steps may read as
@@ -198,6 +202,7 @@ class StepContext:
     history: Callable[[int], list[HistoryMessage]]
     default_model: str
     replies: list[Reply] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
     entitlements: Entitlements = field(default_factory=AlwaysEntitled)
     http: HTTP = field(default_factory=NoHTTP)
     env: Mapping[str, str] = field(default_factory=dict)
@@ -227,6 +232,10 @@ class StepContext:
     def render(self, source: str, **extra: Any) -> str:
         """Render a flow string for this step (see `Templates.render`)."""
         return self.templates.render(source, self.template_context(**extra))
+
+    def emit(self, effect: Effect) -> None:
+        """Ask the turn service for something outside the engine (`engine.effects`)."""
+        self.effects.append(effect)
 
     def say(
         self,
@@ -333,6 +342,13 @@ class StepBase(BaseModel):
 
     kind: ClassVar[str]
     waits: ClassVar[bool] = False
+    #: Whether messages a contact sends in a quick burst while the execution
+    #: waits here are answered as one (``TURN_DEBOUNCE_MS``): true for steps
+    #: that converse, where three short lines are one thought.
+    merges_bursts: ClassVar[bool] = False
+    #: Whether an execution waiting here waits for a payment, not a message
+    #: (a payment's webhook then resumes it).
+    awaits_payment: ClassVar[bool] = False
 
     next: Next = None
     """The step that follows: a step id, or a list of ``if``/``then`` and a final

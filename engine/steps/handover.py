@@ -26,6 +26,7 @@ from typing import ClassVar
 
 from pydantic import field_validator
 
+from engine.effects import HandOver
 from engine.steps.base import (
     Continue,
     StepBase,
@@ -35,9 +36,6 @@ from engine.steps.base import (
     TemplateUse,
     Wait,
 )
-
-#: Where the step leaves the rendered target for the services to act on.
-STATE_KEY = "handover"
 
 
 def check_target(target: str) -> str:
@@ -69,19 +67,18 @@ class HandoverStep(StepBase):
         return value if "{" in value else check_target(value)
 
     def enter(self, context: StepContext) -> StepResult:
-        """Say the message and ask the services to hand over (step state ``handover``)."""
+        """Say the message and ask the turn service to hand over (`HandOver`)."""
         try:
             target = check_target(context.render(self.handover).strip())
         except ValueError as error:
             raise StepError(context.step_id, str(error)) from error
         if self.message:
             context.say(context.render(self.message))
-        context.state[STATE_KEY] = {"to": target}
+        context.emit(HandOver(target))
         return Wait()
 
     def resume(self, context: StepContext) -> StepResult:
         """The agent handed back: go on to ``next``."""
-        context.state.pop(STATE_KEY, None)
         return Continue()
 
     def template_uses(self) -> Iterator[TemplateUse]:

@@ -114,6 +114,7 @@ class LLMStep(StepBase):
 
     kind: ClassVar[str] = "llm"
     waits: ClassVar[bool] = True
+    merges_bursts: ClassVar[bool] = True
 
     llm: LLMSpec
     """The model call."""

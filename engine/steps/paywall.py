@@ -18,11 +18,12 @@ a day; messages in between get the ``waiting`` text.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.ports import EntitlementCheck, EntitlementError
+from engine.effects import AwaitPayment
+from engine.ports import EntitlementCheck, EntitlementError, ExecutionState
 from engine.steps.base import (
     Continue,
     StepBase,
@@ -32,6 +33,9 @@ from engine.steps.base import (
     TemplateUse,
     Wait,
 )
+
+if TYPE_CHECKING:
+    from engine.flow import Flow
 
 PAYMENT_NAMES = frozenset({"payment_url"})
 
@@ -70,10 +74,55 @@ def check_entitlement(context: StepContext, entitlement: str) -> EntitlementChec
         ) from error
 
 
-def ask_to_pay(context: StepContext, texts: PaywallTexts, check: EntitlementCheck) -> None:
-    """Send the payment link, or the waiting text when it was sent within a day."""
+def ask_to_pay(
+    context: StepContext, texts: PaywallTexts, check: EntitlementCheck, entitlement: str
+) -> None:
+    """Send the payment link, or the waiting text when it was sent within a day.
+
+    The turn then carries an `AwaitPayment` effect: the execution waits for a payment.
+    """
     template = texts.message if check.remind and check.payment_url else texts.waiting
     context.say(context.render(template, payment_url=check.payment_url or ""))
+    context.emit(AwaitPayment(entitlement))
+
+
+#: Where an execution held by a flow's ``entitlement`` (not a step) keeps that
+#: fact, so that the payment resumes it at the step it stopped at.
+GATE_KEY = "paywall"
+
+
+def flow_gate(flow: Flow, context: StepContext) -> bool | None:
+    """A flow's own ``entitlement:``, checked every turn while the paywall is on.
+
+    Returns:
+        None when the contact must pay (the link or a reminder is queued and
+        the execution waits); False when the contact just got past a paywall
+        that held them (the current step is entered afresh, which is where the
+        execution stopped); True otherwise (carry on as usual).
+
+    Raises:
+        StepError: the entitlement store could not be asked (retryable).
+    """
+    execution = context.execution
+    assert flow.entitlement is not None
+    check = check_entitlement(context, flow.entitlement)
+    if check.entitled:
+        if execution.step_state.pop(GATE_KEY, None) is None:
+            return True
+        context.say(context.render(flow.paywall.welcome, payment_url=""))
+        return False
+    execution.step_state[GATE_KEY] = flow.entitlement
+    execution.status = "waiting"
+    ask_to_pay(context, flow.paywall, check, flow.entitlement)
+    return None
+
+
+def awaits_payment(flow: Flow, execution: ExecutionState) -> bool:
+    """Whether `execution` waits for a payment: held by the flow's gate or at a paywall step."""
+    if execution.status != "waiting":
+        return False
+    step = flow.steps.get(execution.current_step)
+    return GATE_KEY in execution.step_state or bool(step is not None and step.awaits_payment)
 
 
 class PaywallStep(StepBase):
@@ -81,6 +130,7 @@ class PaywallStep(StepBase):
 
     kind: ClassVar[str] = "paywall"
     waits: ClassVar[bool] = True
+    awaits_payment: ClassVar[bool] = True
 
     paywall: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     """The entitlement to check, e.g. ``subscription``."""
@@ -105,7 +155,7 @@ class PaywallStep(StepBase):
         check = check_entitlement(context, self.paywall)
         if check.entitled:
             return Continue()
-        ask_to_pay(context, self.texts(), check)
+        ask_to_pay(context, self.texts(), check, self.paywall)
         return Wait()
 
     def resume(self, context: StepContext) -> StepResult:
@@ -114,7 +164,7 @@ class PaywallStep(StepBase):
         if check.entitled:
             context.say(context.render(self.texts().welcome, payment_url=""))
             return Continue()
-        ask_to_pay(context, self.texts(), check)
+        ask_to_pay(context, self.texts(), check, self.paywall)
         return Wait()
 
     def template_uses(self) -> Iterator[TemplateUse]:

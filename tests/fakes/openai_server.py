@@ -22,7 +22,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -162,6 +162,9 @@ class FakeOpenAI:
         default_reply: See Args.
         delay_seconds: See Args.
         retry_after_ms: See Args.
+        on_request: Called with each request's JSON body before it is
+            answered, in the server's thread (a test looks at, or breaks, the
+            world while the model "thinks"); None for nothing.
     """
 
     def __init__(
@@ -175,6 +178,7 @@ class FakeOpenAI:
         self.retry_after_ms = retry_after_ms
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
+        self.on_request: Callable[[dict[str, Any]], None] | None = None
         self._queue: deque[ScriptedReply] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -281,6 +285,7 @@ class FakeOpenAI:
             self.requests.clear()
             self.request_headers.clear()
         self.delay_seconds = 0.0
+        self.on_request = None
         self.default_reply = "OK"
         return self
 
@@ -327,6 +332,10 @@ class FakeOpenAI:
             self.request_headers.append({k.lower(): v for k, v in request.headers.items()})
             reply = self._queue.popleft() if self._queue else self.default_reply
             number = next(self._ids)
+            hook = self.on_request
+
+        if hook is not None:  # a test's look at the world while the model "thinks"
+            hook(body)
 
         if self.delay_seconds > 0:
             self._stopping.wait(self.delay_seconds)

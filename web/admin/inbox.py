@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response
 from delivery.outbound import send_stored, twilio_sender
 from delivery.status import window_open
 from handover import control as handover
-from handover.routing import set_available, step_enterer
+from handover.routing import hand_back, set_available
 from handover.transcript import transcript
 from models import db
 from models.billing import Entitlement
@@ -188,12 +188,11 @@ def inbox_handback(conversation_id: int) -> Response:
     _conversation(conversation_id)
     step = request.form.get("step", "").strip() or None
     turns = current_app.extensions["parley"].turns()
-
-    def change() -> list[int]:
-        enter = step_enterer(turns)
-        return handover.handback(db.session, conversation_id, _me(), step, enter)[1]
-
-    return _act(conversation_id, change, "Handed back to the bot.")
+    return _act(
+        conversation_id,
+        lambda: hand_back(turns, conversation_id, _me(), step),
+        "Handed back to the bot.",
+    )
 
 
 @bp.post("/inbox/<int:conversation_id>/transfer")

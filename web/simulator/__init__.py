@@ -1,6 +1,6 @@
 """The flow simulator at ``/simulator``: chat with any flow in the browser, no Twilio needed.
 
-A message typed on the page goes through the same `conversation.turn.Turns` path
+A message typed on the page goes through the same `conversation.turn.TurnService` path
 as the Twilio webhook (stored, serialised, run, committed, responders
 included) as a chosen phone number on WhatsApp or SMS; the page shows the
 replies as that channel would (each split part its own bubble), and beside
