@@ -103,9 +103,7 @@ def _roles() -> dict[str, Any]:
 
 def init_app(app: Flask) -> None:
     """Register the console: blueprint, login manager and CSRF protection."""
-    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # cookies: web/security.py
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "admin.login"
