@@ -19,8 +19,9 @@ from dotenv import load_dotenv
 from flask import Flask
 from sqlalchemy.orm import Session
 
+import log_privacy
 from billing.paywall import Billing, SqlEntitlements, validate_billing_config
-from config import ROOT, database_url, load_config
+from config import ROOT, ConfigError, check_production, database_url, is_development, load_config
 from conversation.responders import billing_keyword
 from conversation.runtime import FlowRuntime, init_runtime
 from conversation.turn import TurnService, TurnSettings
@@ -114,7 +115,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     Raises:
         ConfigError: a paywall setting is malformed, or ``PAYWALL_ENABLED`` is on
-            while a Stripe setting it needs is missing (the message names it).
+            while a Stripe setting it needs is missing (the message names it); in
+            production (`config.is_development`), ``SECRET_KEY`` or
+            ``PUBLIC_BASE_URL`` is unset; ``MAX_CONTENT_LENGTH`` is malformed.
         FlowError: a flow in ``FLOWS_DIR`` is invalid; the message lists every
             problem with ``file:line``. (Under the ``flask`` command the error is
             kept instead, so that ``flask flows validate`` can report it.)
@@ -132,8 +135,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         settings.get("DATABASE_URL"), Path(app.instance_path)
     )
     app.config.setdefault("MIGRATIONS_DIR", ROOT / "migrations")
+    app.config["DEVELOPMENT"] = is_development(
+        settings, debug=app.debug, cli=os.environ.get("FLASK_RUN_FROM_CLI") == "true"
+    )
+    if not app.config["DEVELOPMENT"]:
+        check_production(settings)
+    # Development only: a key per process (one process, and a restart logs you out).
     app.config["SECRET_KEY"] = settings.get("SECRET_KEY") or secrets.token_hex(32)
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    app.config["MAX_CONTENT_LENGTH"] = _byte_count(settings.get("MAX_CONTENT_LENGTH"))
+    # hide_parameters: an SQL error's message (logged, or shown in a traceback)
+    # names the statement but not its values: phone numbers, names, message bodies.
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True, "hide_parameters": True}
     if settings.get("DATABASE_POOL_SIZE"):  # a turn holds a connection: >= worker threads
         # A hard cap (no overflow), so that processes x pool size is what
         # PostgreSQL's max_connections must allow.
@@ -187,7 +199,21 @@ def _running_flows_command() -> bool:
     return os.environ.get("FLASK_RUN_FROM_CLI") == "true" and "flows" in sys.argv[1:]
 
 
+def _byte_count(value: Any) -> int | None:
+    """``MAX_CONTENT_LENGTH`` as a number of bytes (None: no limit, if set empty)."""
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit() or int(text) < 1024:
+        raise ConfigError(
+            f"MAX_CONTENT_LENGTH={value!r}: a number of bytes, at least 1024",
+            ["MAX_CONTENT_LENGTH"],
+        )
+    return int(text)
+
+
 def _configure_logging(app: Flask) -> None:
+    log_privacy.install()  # no phone number in clear in any log line
     level = getattr(logging, str(app.config.get("LOG_LEVEL", "INFO")).upper(), logging.INFO)
     logger = logging.getLogger("parley")
     logger.setLevel(level)

@@ -27,6 +27,15 @@ DEFAULTS: dict[str, Any] = {
     "FLOWS_DIR": str(ROOT / "flows"),
     "PROMPTS_DIR": str(ROOT / "prompts"),
     "SECRET_KEY": None,
+    # "development" or "production"; unset: development under TESTING, Flask's debug
+    # mode or the flask command (flask run, flask chat), production otherwise (gunicorn,
+    # Celery workers). Production requires SECRET_KEY and PUBLIC_BASE_URL.
+    "PARLEY_ENV": None,
+    # The largest request body accepted, in bytes (Flask's MAX_CONTENT_LENGTH; 413 past it).
+    "MAX_CONTENT_LENGTH": "262144",
+    # The most characters of one user message (the contact's words, alone or in the
+    # flow's prompt template) sent to the model; the rest is cut (integrations/openai.py).
+    "PROMPT_MAX_CONTACT_CHARS": "8192",
     "LOG_LEVEL": "INFO",
     "PAYWALL_ENABLED": None,
     "PAYWALL_GRACE_DAYS": "3",
@@ -147,6 +156,54 @@ def database_url(url: str | None, instance_path: Path) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+ENVIRONMENTS = ("development", "production")
+
+
+def is_development(settings: Mapping[str, Any], debug: bool = False, cli: bool = False) -> bool:
+    """Whether Parley runs for development (a laptop, the tests) rather than production.
+
+    ``PARLEY_ENV`` decides when it is set. Unset, ``TESTING``, Flask's debug mode
+    (`debug`: ``FLASK_DEBUG``, ``flask run --debug``) and the ``flask`` command
+    (`cli`: ``flask run``, whose server Flask's docs say is not for production,
+    ``flask chat``, ``flask flows validate``...) mean development; anything else
+    (gunicorn, a Celery worker: what the Procfile serves with) means production.
+
+    Raises:
+        ConfigError: ``PARLEY_ENV`` is neither ``development`` nor ``production``.
+    """
+    value = str(settings.get("PARLEY_ENV") or "").strip().lower()
+    if value:
+        if value not in ENVIRONMENTS:
+            raise ConfigError(
+                f"PARLEY_ENV={value!r}: use development or production", ["PARLEY_ENV"]
+            )
+        return value == "development"
+    return bool(settings.get("TESTING")) or debug or cli
+
+
+def check_production(settings: Mapping[str, Any]) -> None:
+    """Refuse to run in production without the settings production needs.
+
+    ``SECRET_KEY`` signs the session cookie: without it each gunicorn worker
+    would make its own key, and a session made by one would be refused by the
+    others. ``PUBLIC_BASE_URL`` is the URL Twilio signs: without it the signed
+    URL would be built from the request's ``Host``, which the client chooses.
+
+    Raises:
+        ConfigError: one of them is unset; the message names each and says how
+            to set it.
+    """
+    missing = [name for name in ("SECRET_KEY", "PUBLIC_BASE_URL") if not settings.get(name)]
+    if missing:
+        raise ConfigError(
+            f"{' and '.join(missing)} must be set in production: SECRET_KEY to a long random "
+            "string shared by every process (python -c 'import secrets; "
+            "print(secrets.token_hex(32))'), PUBLIC_BASE_URL to the https:// URL Twilio calls. "
+            "For a development run set PARLEY_ENV=development.",
+            missing,
+        )
 
 
 def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> dict:

@@ -106,16 +106,38 @@ def write_jsonl(conversations: Iterator[ExportedConversation], out: IO[str]) -> 
     return count
 
 
+#: What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def neutralise(cell: object) -> object:
+    """A CSV cell that no spreadsheet runs as a formula.
+
+    Text starting with ``=``, ``+``, ``-``, ``@``, a tab or a line break (or
+    their full-width forms, which some spreadsheets also accept) gets a leading
+    ``'``, as OWASP's CSV Injection page recommends; the writer quotes cells and
+    doubles quotes inside them. Numbers are left as they are.
+    """
+    if isinstance(cell, str) and cell.startswith(FORMULA_TRIGGERS):
+        return "'" + cell
+    return cell
+
+
 def write_csv(conversations: Iterator[ExportedConversation], out: IO[str]) -> int:
-    """Write one CSV row per message, with a header; returns how many conversations."""
-    writer = csv.writer(out)
+    """Write one CSV row per message, with a header; returns how many conversations.
+
+    Every text cell goes through `neutralise` (what a contact wrote is data,
+    never a formula).
+    """
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL)
     writer.writerow(CSV_COLUMNS)
     count = 0
     for conversation in conversations:
         curation = conversation.curation
         for position, message in enumerate(conversation.messages, start=1):
             writer.writerow(
-                (
+                neutralise(cell)
+                for cell in (
                     conversation.id,
                     conversation.channel,
                     message.flow_id or "",

@@ -18,6 +18,7 @@ from engine.ports import LLM, LLMError, LLMRequest, LLMResponse, LLMUnavailable,
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_MAX_USER_CHARS",
     "DEFAULT_TIMEOUT",
     "OpenAILLM",
     "UnconfiguredLLM",
@@ -31,6 +32,13 @@ DEFAULT_TIMEOUT = 6.0
 
 DEFAULT_MAX_RETRIES = 1
 """Retries the ``openai`` client makes on connection errors, 408, 409, 429 and 5xx."""
+
+DEFAULT_MAX_USER_CHARS = 8192
+"""Characters of one user message sent to the model: twice WhatsApp's 4,096-character
+message, room for a prompt template around the longest message a contact can send."""
+
+TRUNCATED = " [...]"
+"""What ends a user message that was cut to `OpenAILLM.max_user_chars`."""
 
 UNCONFIGURED_MESSAGE = (
     "No LLM is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for an "
@@ -56,6 +64,10 @@ class OpenAILLM:
             OpenAI's (or the ``OPENAI_BASE_URL`` environment variable).
         timeout: Seconds per HTTP attempt.
         max_retries: How many times the client retries a failed attempt.
+        max_user_chars: The most characters of one ``user`` message (what the
+            contact wrote, in the history or the turn's prompt) sent to the
+            model; a longer one is cut and ends with `TRUNCATED`. Bounds what a
+            contact can make a request cost (and the context it can flood).
     """
 
     def __init__(
@@ -64,9 +76,11 @@ class OpenAILLM:
         base_url: str | None,
         timeout: float = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        max_user_chars: int = DEFAULT_MAX_USER_CHARS,
     ) -> None:
         self.timeout = timeout
         self.max_retries = max_retries
+        self.max_user_chars = max_user_chars
         self._client = openai.OpenAI(
             api_key=api_key or "unused",
             base_url=base_url,
@@ -92,6 +106,14 @@ class OpenAILLM:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _capped(self, message: dict[str, str]) -> dict[str, str]:
+        content = message.get("content")
+        if message.get("role") != "user" or not isinstance(content, str):
+            return message
+        if len(content) <= self.max_user_chars:
+            return message
+        return {**message, "content": content[: self.max_user_chars] + TRUNCATED}
+
     def complete(self, request: LLMRequest) -> LLMResponse:
         """Run one chat completion.
 
@@ -112,7 +134,10 @@ class OpenAILLM:
                 (``finish_reason == "length"``) or is not a JSON object.
         """
         structured = request.output_schema is not None
-        kwargs: dict[str, Any] = {"model": request.model, "messages": request.messages}
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": [self._capped(message) for message in request.messages],
+        }
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
         if structured:
@@ -230,16 +255,18 @@ def llm_from_config(config: Mapping[str, Any]) -> LLM:
     Args:
         config: A mapping such as Flask's ``app.config``, read for
             ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_TIMEOUT`` (float
-            seconds per attempt, default 6) and ``OPENAI_MAX_RETRIES`` (int,
-            default 1). Empty strings count as unset.
+            seconds per attempt, default 6), ``OPENAI_MAX_RETRIES`` (int,
+            default 1) and ``PROMPT_MAX_CONTACT_CHARS`` (characters of one user
+            message, default 8192). Empty strings count as unset.
 
     Returns:
         An `OpenAILLM` when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set,
         else an `UnconfiguredLLM` whose calls raise `LLMUnavailable`.
 
     Raises:
-        ValueError: ``OPENAI_TIMEOUT`` or ``OPENAI_MAX_RETRIES`` is not a
-            number, or is negative (the timeout must be positive).
+        ValueError: ``OPENAI_TIMEOUT``, ``OPENAI_MAX_RETRIES`` or
+            ``PROMPT_MAX_CONTACT_CHARS`` is not a number, or is negative (the
+            timeout and the cap must be positive).
     """
     api_key = config.get("OPENAI_API_KEY") or None
     base_url = config.get("OPENAI_BASE_URL") or None
@@ -266,7 +293,17 @@ def llm_from_config(config: Mapping[str, Any]) -> LLM:
         raise ValueError(f"OPENAI_TIMEOUT must be positive, got {timeout_setting!r}")
     if max_retries < 0:
         raise ValueError(f"OPENAI_MAX_RETRIES must not be negative, got {retries_setting!r}")
-    return OpenAILLM(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries)
+    cap_setting = config.get("PROMPT_MAX_CONTACT_CHARS")
+    cap = str(cap_setting).strip() if cap_setting not in (None, "") else ""
+    if cap and not (cap.isascii() and cap.isdigit() and int(cap) >= 1):
+        raise ValueError(f"PROMPT_MAX_CONTACT_CHARS must be a whole number, got {cap_setting!r}")
+    return OpenAILLM(
+        api_key=api_key,
+        base_url=base_url,
+        timeout=timeout,
+        max_retries=max_retries,
+        max_user_chars=int(cap) if cap else DEFAULT_MAX_USER_CHARS,
+    )
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

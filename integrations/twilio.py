@@ -31,9 +31,13 @@ from engine.ports import Channel, InboundMessage
 
 __all__ = [
     "DEFAULT_SEND_TIMEOUT",
+    "FIELD_LIMITS",
     "MAX_BODY_CHARS",
+    "MAX_MEDIA",
+    "MAX_WHATSAPP_BODY_CHARS",
     "InboundForm",
     "TwilioSender",
+    "is_message_sid",
     "parse_address",
     "parse_inbound",
     "public_url",
@@ -48,6 +52,31 @@ MAX_BODY_CHARS = 1600
 https://www.twilio.com/docs/api/errors/21617). The same page warns that emoji and
 other "higher byte count" characters count as more than one character, so
 `split_body` counts UTF-16 code units (an emoji counts 2)."""
+
+MAX_WHATSAPP_BODY_CHARS = 4096
+"""The longest WhatsApp text message (WhatsApp Business Platform: "text.body ...
+Maximum 4096 characters"); an SMS body is at most `MAX_BODY_CHARS`."""
+
+#: The longest value Parley accepts for each other inbound parameter. Twilio's own
+#: are shorter (a SID is 34 characters, an address a few dozen, a WhatsApp button's
+#: text 20, a media URL about 150); these only keep an absurd value out of the store.
+FIELD_LIMITS: dict[str, int] = {
+    "To": 100,
+    "AccountSid": 64,
+    "ProfileName": 256,
+    "WaId": 32,
+    "ButtonText": 256,
+    "ButtonPayload": 1024,
+    "Address": 1024,
+    "Label": 1024,
+    "Latitude": 32,
+    "Longitude": 32,
+    "MediaUrl": 2048,
+    "MediaContentType": 255,
+}
+
+MAX_MEDIA = 10
+"""At most 10 media per message (Twilio Messaging: "up to 10 media files")."""
 
 DEFAULT_SEND_TIMEOUT = 10.0
 """Seconds per REST call of `TwilioSender` (the ``requests`` default is no timeout)."""
@@ -73,6 +102,11 @@ _BREAKS: tuple[tuple[re.Pattern[str], bool], ...] = (
 def _short(value: str, limit: int = 40) -> str:
     """`repr` of a value, shortened for an error message."""
     return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+def is_message_sid(value: str) -> bool:
+    """Whether `value` is a message SID: ``SM`` or ``MM`` and 32 hex digits."""
+    return bool(_MESSAGE_SID_RE.fullmatch(value))
 
 
 def parse_address(address: str) -> tuple[Channel, str]:
@@ -183,10 +217,20 @@ def parse_inbound(form: Mapping[str, str]) -> InboundForm:
         The checked message.
 
     Raises:
-        ValueError: A field is missing or malformed; the message starts with the
-            field's name, e.g. ``MessageSid is missing`` or
+        ValueError: A field is missing, malformed, holds a NUL character or is
+            longer than Parley accepts (``Body``: `MAX_BODY_CHARS` for SMS,
+            `MAX_WHATSAPP_BODY_CHARS` for WhatsApp; the others: `FIELD_LIMITS`;
+            at most `MAX_MEDIA` media); the message starts with the field's
+            name, e.g. ``MessageSid is missing`` or
             ``From is not a phone number: 'whatsapp:US.1234' (...)``.
     """
+    for name in form:
+        if "\x00" in (form.get(name) or ""):
+            raise ValueError(f"{name} contains a NUL character")
+    for name, limit in FIELD_LIMITS.items():
+        if name in ("MediaUrl", "MediaContentType"):
+            continue
+        _check_length(form, name, limit)
     message_sid = form.get("MessageSid") or ""
     if not message_sid:
         raise ValueError("MessageSid is missing")
@@ -212,8 +256,16 @@ def parse_inbound(form: Mapping[str, str]) -> InboundForm:
     if not _ASCII_INT_RE.fullmatch(raw_num_media):
         raise ValueError(f"NumMedia is not a count: {_short(raw_num_media)}")
     num_media = int(raw_num_media)
+    if num_media > MAX_MEDIA:
+        raise ValueError(f"NumMedia is {num_media}: at most {MAX_MEDIA} media per message")
+    body = form.get("Body") or ""
+    limit = MAX_WHATSAPP_BODY_CHARS if channel == "whatsapp" else MAX_BODY_CHARS
+    if len(body) > limit:
+        raise ValueError(f"Body has {len(body)} characters: at most {limit} on {channel}")
     media: list[str] = []
     for index in range(num_media):
+        _check_length(form, f"MediaUrl{index}", FIELD_LIMITS["MediaUrl"])
+        _check_length(form, f"MediaContentType{index}", FIELD_LIMITS["MediaContentType"])
         url = form.get(f"MediaUrl{index}") or ""
         if not url:
             raise ValueError(f"MediaUrl{index} is missing (NumMedia is {num_media})")
@@ -227,7 +279,7 @@ def parse_inbound(form: Mapping[str, str]) -> InboundForm:
         to_address=to_address,
         channel=channel,
         phone=phone,
-        body=form.get("Body") or "",
+        body=body,
         profile_name=form.get("ProfileName") or None,
         wa_id=form.get("WaId") or None,
         media=tuple(media),
@@ -236,6 +288,13 @@ def parse_inbound(form: Mapping[str, str]) -> InboundForm:
         button=_button(form),
         location=_location(form),
     )
+
+
+def _check_length(form: Mapping[str, str], name: str, limit: int) -> None:
+    """Raise ValueError when the parameter `name` is longer than `limit` characters."""
+    value = form.get(name) or ""
+    if len(value) > limit:
+        raise ValueError(f"{name} has {len(value)} characters: at most {limit}")
 
 
 def _button(form: Mapping[str, str]) -> dict[str, str] | None:

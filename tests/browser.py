@@ -29,3 +29,19 @@ ARGS = [
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 if shutil.which(CHROMIUM) is None:
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+def wait_until(page, expression: str, timeout: float = 15.0) -> None:
+    """Poll a JavaScript expression until it is truthy (or fail after `timeout` seconds).
+
+    Playwright's ``page.wait_for_function`` polls with ``eval`` in the page, which
+    the Content-Security-Policy (no ``'unsafe-eval'``) refuses; ``page.evaluate``
+    runs through the DevTools protocol, which the policy does not govern.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout} s: {expression}")
+        page.wait_for_timeout(50)

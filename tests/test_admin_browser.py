@@ -17,7 +17,7 @@ import re
 import pytest
 
 from tests.admin_support import PASSWORD, add_user, seed_conversation
-from tests.browser import sync_api  # noqa: F401  (skips without Playwright or Chromium)
+from tests.browser import sync_api, wait_until  # noqa: F401  (skips without Chromium)
 
 PHONE_SCREEN = {"width": 390, "height": 844}
 PHONE = "+15551230001"
@@ -117,7 +117,39 @@ def test_the_dashboard_draws_its_charts(app, live_server, chromium):
     page.on("pageerror", lambda error: errors.append(str(error)))
     log_in(page, live_server, "admin@example.com")
     page.goto(f"{live_server}/admin/metrics")
-    page.wait_for_function("window.parleyCharts && window.parleyCharts.length >= 4")
+    wait_until(page, "window.parleyCharts && window.parleyCharts.length >= 4")
     assert errors == []
     assert page.evaluate("typeof Chart") == "function"
     assert fits_the_screen(page)
+
+
+def test_no_page_breaks_the_content_security_policy(app, live_server, chromium):
+    conversation_id = seed_conversation(app, PHONE, [("hello", ["hi"])], steps=["a"])
+    add_user(app, "admin@example.com", "admin")
+    page = new_page(chromium)
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            violations.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    log_in(page, live_server, "admin@example.com")
+    for path in (
+        "/",
+        "/admin/conversations",
+        f"/admin/conversations/{conversation_id}",
+        "/admin/inbox",
+        "/admin/exports",
+        "/admin/users",
+        "/simulator",
+    ):
+        response = page.goto(live_server + path)
+        assert response is not None and response.status == 200, path
+        assert "default-src 'self'" in response.headers["content-security-policy"]
+        assert response.headers["x-frame-options"] == "DENY"
+    page.goto(f"{live_server}/admin/metrics")
+    wait_until(page, "window.parleyCharts && window.parleyCharts.length >= 4")
+    page.select_option("select[name=days]", "7")  # submits itself (admin.js, no inline handler)
+    page.wait_for_url(re.compile(r".*/admin/metrics\?days=7$"))
+    assert violations == []

@@ -219,3 +219,21 @@ def test_redaction_detectors():
     assert redaction.redact("I slept 7 hours and walked 3 km on day 2") == (
         "I slept 7 hours and walked 3 km on day 2"
     )
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_neutralised(app, client):
+    formulas = ['=HYPERLINK("[URL]","x")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3"]
+    conversation = seed_conversation(app, "+15551230002", [(text, []) for text in formulas])
+    with app.app_context():
+        curator = Curator(db.session, "cur@example.com")
+        curator.set_summary(conversation, "=1+1", "A routine.", "@Sleep")
+        curator.publish(conversation)
+        db.session.commit()
+    add_user(app, "cur@example.com", "curator")
+    login(client, "cur@example.com")
+
+    exported = client.get("/admin/exports/csv").get_data(as_text=True)
+    rows = list(csv.DictReader(io.StringIO(exported)))
+
+    assert [row["text"] for row in rows] == ["'" + text for text in formulas]
+    assert rows[0]["question"] == "'=1+1" and rows[0]["teaser"] == "'@Sleep"

@@ -66,3 +66,10 @@ def test_setup_is_gone_once_any_user_exists(app, client):
 
     assert client.get("/admin/setup").status_code == 404
     assert client.get("/admin/login").status_code == 200
+
+
+def test_setup_refuses_every_proxy_header(app, client):
+    for header in ("X-Real-IP", "CF-Connecting-IP", "True-Client-IP", "Forwarded", "Via"):
+        response = client.get("/admin/setup", headers={header: "203.0.113.9"})
+        assert response.status_code == 404, header
+    assert client.get("/admin/setup").status_code == 200

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from models import Execution, Message, db
 from tests.admin_support import PASSWORD, add_user
-from tests.browser import sync_api  # noqa: F401  (skips without Playwright or Chromium)
+from tests.browser import sync_api, wait_until  # noqa: F401  (skips without Chromium)
 
 GREETING = "Hi Ana! I'm Parley, your well-being companion. Let's pick one small goal for this week."
 QUESTION = "Which matters most to you right now: 1. sleep, 2. movement or 3. connection?"
@@ -55,8 +55,8 @@ def say(page, text: str, replies_after: int) -> list[str]:
     """Type a message; wait until the chat holds `replies_after` bot bubbles; return them."""
     page.fill("#text", text)
     page.click("#send")
-    page.wait_for_function(f"document.querySelectorAll('#chat li.bot').length >= {replies_after}")
-    page.wait_for_function("!document.getElementById('send').disabled")
+    wait_until(page, f"document.querySelectorAll('#chat li.bot').length >= {replies_after}")
+    wait_until(page, "!document.getElementById('send').disabled")
     return [
         item.evaluate("node => node.firstChild.textContent")
         for item in page.locator("#chat li.bot").all()

@@ -7,6 +7,9 @@ from flask import Flask
 
 def register_blueprints(app: Flask) -> None:
     """Register every blueprint of Parley with the app."""
+    from web.security import init_app as init_security
+
+    init_security(app)
     from web.home import bp as home
     from web.stripe import bp as stripe
     from web.studio import bp as studio

@@ -26,14 +26,18 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from pydantic import BaseModel, Field
 from werkzeug.wrappers import Response
 
 from delivery.outbound import send_stored, twilio_sender
 from handover import control as handover
 from handover.routing import hand_back
+from integrations.twilio import MAX_WHATSAPP_BODY_CHARS
 from models import db
 from models.curation import User
 from models.entities import Conversation
+from web.api.problems import MEDIA_TYPE, BadRequest, parameters, parse, problem
+from web.api.schemas import TEXT_PATTERN, ConversationPath, Id
 
 log = logging.getLogger("parley.web.agent_api")
 
@@ -41,7 +45,58 @@ bp = Blueprint("agent_api", __name__, url_prefix="/api/agent")
 
 
 def _error(status: int, reason: str) -> tuple[Response, int]:
-    return jsonify(error=reason), status
+    return problem(status, reason), status
+
+
+class AgentAction(BaseModel):
+    """The body of ``takeover`` and ``accept``."""
+
+    agent_id: Id = Field(description="The console user the agent acts as.")
+
+
+class AgentMessage(AgentAction):
+    """The body of ``messages``."""
+
+    body: str = Field(
+        min_length=1,
+        max_length=MAX_WHATSAPP_BODY_CHARS,
+        pattern=TEXT_PATTERN,
+        description="The message text.",
+    )
+    content_sid: str | None = Field(
+        default=None,
+        pattern=r"^HX[0-9a-f]{32}$",
+        description="A WhatsApp template (Content API SID) for outside the 24-hour window.",
+    )
+
+
+class AgentTransfer(AgentAction):
+    """The body of ``handover``."""
+
+    to: str = Field(
+        pattern=r"^(agent:[1-9][0-9]{0,17}|queue:[A-Za-z0-9_.-]{1,64})$",
+        description="agent:<id> or queue:<name>.",
+    )
+
+
+class AgentHandback(AgentAction):
+    """The body of ``handback``."""
+
+    step: str | None = Field(
+        default=None,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="A step id of the contact's flow (default: where it left off).",
+    )
+
+
+_MODELS: dict[str, type[AgentAction]] = {
+    "messages": AgentMessage,
+    "takeover": AgentAction,
+    "accept": AgentAction,
+    "handover": AgentTransfer,
+    "handback": AgentHandback,
+}
 
 
 @bp.before_request
@@ -55,16 +110,25 @@ def _check_token() -> Any:
         given.strip().encode(), str(expected).encode()
     ):
         log.warning("agent_api.token.refused path=%s", request.path)
-        body, status = _error(401, "missing or wrong token (Authorization: Bearer <token>)")
-        return body, status, {"WWW-Authenticate": 'Bearer realm="parley-agent-api"'}
+        return problem(
+            401,
+            "missing or wrong token (Authorization: Bearer <token>)",
+            {"WWW-Authenticate": 'Bearer realm="parley-agent-api"'},
+        )
     return None
 
 
-def _body() -> dict[str, Any]:
+def _body(action: str, conversation_id: int) -> Any:
+    """The request's JSON body checked with the action's model, and the path's id checked.
+
+    Raises:
+        BadRequest: not a JSON object, or a field is missing or malformed.
+    """
+    parse(ConversationPath, {"conversation_id": conversation_id})
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
-        raise _Bad(400, "send a JSON object")
-    return data
+        raise BadRequest("send a JSON object")
+    return parse(_MODELS[action], data)
 
 
 class _Bad(Exception):
@@ -78,14 +142,11 @@ def _bad(error: _Bad) -> tuple[Response, int]:
     return _error(error.status, error.reason)
 
 
-def _agent_id(data: dict[str, Any]) -> int:
-    value = data.get("agent_id")
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _Bad(400, "agent_id: the console user's id, a number")
-    user = db.session.get(User, value)
+def _agent_id(data: AgentAction) -> int:
+    user = db.session.get(User, data.agent_id)
     if user is None or not user.active:
-        raise _Bad(404, f"no active console user {value}")
-    return value
+        raise _Bad(404, f"no active console user {data.agent_id}")
+    return data.agent_id
 
 
 def _run(conversation_id: int, change: Callable[[], Any]) -> tuple[Response, int]:
@@ -108,13 +169,10 @@ def _run(conversation_id: int, change: Callable[[], Any]) -> tuple[Response, int
 @bp.post("/conversations/<int:conversation_id>/messages")
 def send_message(conversation_id: int) -> tuple[Response, int]:
     """Send an agent's message to the contact."""
-    data = _body()
+    data = _body("messages", conversation_id)
     agent_id = _agent_id(data)
-    body = data.get("body")
-    if not isinstance(body, str):
-        raise _Bad(400, "body: the message text")
-    sid = data.get("content_sid")
-    template = {"content_sid": sid, "content_variables": {}} if isinstance(sid, str) else None
+    body, sid = data.body, data.content_sid
+    template = {"content_sid": sid, "content_variables": {}} if sid else None
     return _run(
         conversation_id,
         lambda: [
@@ -128,25 +186,23 @@ def send_message(conversation_id: int) -> tuple[Response, int]:
 @bp.post("/conversations/<int:conversation_id>/takeover")
 def takeover(conversation_id: int) -> tuple[Response, int]:
     """The agent takes control at once."""
-    agent_id = _agent_id(_body())
+    agent_id = _agent_id(_body("takeover", conversation_id))
     return _run(conversation_id, lambda: handover.takeover(db.session, conversation_id, agent_id))
 
 
 @bp.post("/conversations/<int:conversation_id>/accept")
 def accept(conversation_id: int) -> tuple[Response, int]:
     """The agent accepts a pending handover."""
-    agent_id = _agent_id(_body())
+    agent_id = _agent_id(_body("accept", conversation_id))
     return _run(conversation_id, lambda: handover.confirm(db.session, conversation_id, agent_id))
 
 
 @bp.post("/conversations/<int:conversation_id>/handover")
 def transfer(conversation_id: int) -> tuple[Response, int]:
     """The agent in control passes the conversation on (``to``: ``agent:<id>``/``queue:<name>``)."""
-    data = _body()
+    data = _body("handover", conversation_id)
     agent_id = _agent_id(data)
-    target = data.get("to")
-    if not isinstance(target, str):
-        raise _Bad(400, "to: agent:<id> or queue:<name>")
+    target = data.to
     return _run(
         conversation_id,
         lambda: handover.handover(db.session, conversation_id, handover.agent(agent_id), target),
@@ -156,11 +212,9 @@ def transfer(conversation_id: int) -> tuple[Response, int]:
 @bp.post("/conversations/<int:conversation_id>/handback")
 def handback(conversation_id: int) -> tuple[Response, int]:
     """Return control to the bot, where the flow left off or at ``step``."""
-    data = _body()
+    data = _body("handback", conversation_id)
     agent_id = _agent_id(data)
-    step = data.get("step")
-    if step is not None and not isinstance(step, str):
-        raise _Bad(400, "step: a step id of the contact's flow")
+    step = data.step
     turns = current_app.extensions["parley"].turns()
     return _run(
         conversation_id,
@@ -169,59 +223,35 @@ def handback(conversation_id: int) -> tuple[Response, int]:
 
 
 _ACTIONS = {
-    "messages": (
-        "agentSendMessage",
-        "Send the agent's message to the contact.",
-        {"body": "string"},
-    ),
-    "takeover": ("agentTakeover", "The agent takes control at once.", {}),
-    "accept": ("agentAccept", "The agent accepts a pending handover.", {}),
-    "handover": (
-        "agentTransfer",
-        "Pass the conversation to agent:<id> or queue:<name>.",
-        {"to": "string"},
-    ),
-    "handback": ("agentHandback", "Give control back to the bot (at `step`, if given).", {}),
+    "messages": ("agentSendMessage", "Send the agent's message to the contact."),
+    "takeover": ("agentTakeover", "The agent takes control at once."),
+    "accept": ("agentAccept", "The agent accepts a pending handover."),
+    "handover": ("agentTransfer", "Pass the conversation to agent:<id> or queue:<name>."),
+    "handback": ("agentHandback", "Give control back to the bot (at `step`, if given)."),
 }
 
 
 def openapi_paths() -> dict[str, Any]:
-    """This API's part of the OpenAPI document (web/api/openapi.py)."""
-    error = {"$ref": "#/components/schemas/Error"}
+    """This API's part of the OpenAPI document (web/api/openapi.py), from the body models."""
+    error = {"$ref": "#/components/schemas/Problem"}
     reasons = {
-        "400": "Malformed body.",
+        "400": "Malformed body or conversation id.",
         "401": "Missing or wrong token.",
         "404": "No such conversation or agent.",
         "409": "Not allowed now (who has the conversation, the WhatsApp window...).",
         "503": "AGENT_API_TOKEN is not set.",
     }
     paths: dict[str, Any] = {}
-    for action, (operation, summary, required) in _ACTIONS.items():
-        properties: dict[str, Any] = {"agent_id": {"type": "integer"}}
-        properties.update({name: {"type": kind} for name, kind in required.items()})
-        if action == "messages":
-            properties["content_sid"] = {"type": "string", "pattern": "^HX[0-9a-f]{32}$"}
-        if action == "handback":
-            properties["step"] = {"type": "string"}
-        body = {
-            "type": "object",
-            "properties": properties,
-            "required": ["agent_id", *required],
-        }
+    for action, (operation, summary) in _ACTIONS.items():
+        body = _MODELS[action].model_json_schema(mode="validation")
+        body.pop("title", None)
         paths[f"/api/agent/conversations/{{conversation_id}}/{action}"] = {
             "post": {
                 "operationId": operation,
                 "summary": summary,
                 "tags": ["agent"],
                 "security": [{"bearerToken": []}],
-                "parameters": [
-                    {
-                        "name": "conversation_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "integer"},
-                    }
-                ],
+                "parameters": parameters(ConversationPath, "path"),
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": body}},
@@ -232,10 +262,7 @@ def openapi_paths() -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     },
                     **{
-                        status: {
-                            "description": reason,
-                            "content": {"application/json": {"schema": error}},
-                        }
+                        status: {"description": reason, "content": {MEDIA_TYPE: {"schema": error}}}
                         for status, reason in reasons.items()
                     },
                 },

@@ -13,7 +13,8 @@ _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Parley</title>
-<style>body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;
+<style nonce="{{ csp_nonce() }}">
+body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;
 line-height:1.5}code{background:#f3f3f3;padding:0 .2rem}li{margin:.3rem 0}</style></head>
 <body><h1>Parley is running</h1>
 <p><b><a href="{{ url_for('simulator.page') }}">Chat with a flow in the simulator</a></b>

@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from billing.paywall import Billing
 from integrations.twilio import parse_address
 from models import db
+from web.api.problems import problem
 
 log = logging.getLogger("parley.web.studio")
 
@@ -32,6 +33,8 @@ bp = Blueprint("studio", __name__, url_prefix="/studio")
 
 
 def _error(status: int, reason: str) -> Response:
+    if request.path.startswith("/api/"):  # POST /api/v1/executions: problem details
+        return problem(status, reason)
     response = jsonify(error=reason)
     response.status_code = status
     return response

@@ -28,9 +28,11 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import OperationalError
 
 from delivery.outbound import send_stored, twilio_sender
-from integrations.twilio import parse_address
+from integrations.twilio import FIELD_LIMITS, parse_address
 from models import db
 from studio.executions import ExecutionConflict, start_execution
+from web.api.problems import MEDIA_TYPE
+from web.api.schemas import PHONE_PATTERN, TEXT_PATTERN
 from web.studio import _error, verify_studio_request
 
 log = logging.getLogger("parley.web.studio")
@@ -95,6 +97,10 @@ def create_execution() -> Response:
     if parley.flows.get(flow_id) is None:
         return _error(404, f"no flow {flow_id!r}")
     sender_address = str(fields.get("From") or "").strip() or None
+    if sender_address is not None and (
+        len(sender_address) > FIELD_LIMITS["To"] or not sender_address.isprintable()
+    ):
+        return _error(400, f"From: at most {FIELD_LIMITS['To']} printable characters")
     try:
         started = start_execution(
             parley.turns(),
@@ -124,7 +130,7 @@ def openapi_paths() -> dict[str, Any]:
     """This endpoint's part of the OpenAPI document (web/api/openapi.py)."""
     error = {
         "description": "",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        "content": {MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
     reasons = {
         "400": "A bad field; `error` says which.",
@@ -148,9 +154,18 @@ def openapi_paths() -> dict[str, Any]:
     fields = {
         "type": "object",
         "properties": {
-            "To": {"type": "string", "description": "The contact: whatsapp:+E164 or +E164."},
-            "Flow": {"type": "string", "description": "A loaded flow's id."},
-            "From": {"type": "string", "description": "Our number to send from."},
+            "To": {
+                "type": "string",
+                "pattern": PHONE_PATTERN,
+                "description": "The contact: whatsapp:+E164 or +E164.",
+            },
+            "Flow": {"type": "string", "minLength": 1, "description": "A loaded flow's id."},
+            "From": {
+                "type": "string",
+                "maxLength": FIELD_LIMITS["To"],
+                "pattern": TEXT_PATTERN,
+                "description": "Our number to send from.",
+            },
             "Parameters": {
                 "description": "The flow's starting vars: a JSON object (a string in a form)."
             },

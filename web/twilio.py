@@ -15,7 +15,13 @@ from sqlalchemy.exc import OperationalError
 
 from conversation.turn import Incoming, TurnOutcome, store_incoming
 from delivery.status import CALLBACK_STATUSES, record_status
-from integrations.twilio import parse_inbound, public_url, signature_is_valid, twiml_reply
+from integrations.twilio import (
+    is_message_sid,
+    parse_inbound,
+    public_url,
+    signature_is_valid,
+    twiml_reply,
+)
 from models import db
 from tasks import enqueue_drain
 
@@ -121,11 +127,18 @@ def message_status() -> Response:
     message_sid = request.form.get("MessageSid") or ""
     status = request.form.get("MessageStatus") or request.form.get("SmsStatus") or ""
     raw_code = request.form.get("ErrorCode") or ""
+    delivery = request.args.get("delivery") or None
     if not message_sid:
         return _plain(400, "Bad request: MessageSid is missing")
+    if not is_message_sid(message_sid):
+        return _plain(400, "Bad request: MessageSid is not a message SID (SM or MM, 32 hex)")
+    if delivery is not None and not (
+        len(delivery) <= 64 and delivery.isascii() and delivery.isprintable()
+    ):
+        return _plain(400, "Bad request: delivery is not a key Parley gave")
     if status not in CALLBACK_STATUSES:
         return _plain(400, f"Bad request: MessageStatus is not a message status: {status[:40]!r}")
-    if raw_code and not raw_code.isdecimal():
+    if raw_code and not (raw_code.isascii() and raw_code.isdecimal() and len(raw_code) <= 9):
         return _plain(400, f"Bad request: ErrorCode is not a number: {raw_code[:40]!r}")
     try:
         result = record_status(
@@ -133,7 +146,7 @@ def message_status() -> Response:
             message_sid,
             status,
             int(raw_code) if raw_code else None,
-            request.args.get("delivery") or None,
+            delivery,
         )
     except OperationalError:
         db.session.rollback()

@@ -85,10 +85,19 @@ def requires(role: str) -> Callable:
     return decorate
 
 
+#: The longest form or query value the console takes (a summary, an edited message).
+MAX_VALUE_CHARS = 20_000
+
+
 @bp.before_request
 def _check_csrf() -> None:
     if request.method == "POST":
         csrf.protect()
+    # Every value a page reads is text for the database: PostgreSQL refuses NUL in it.
+    for source in (request.args, request.form):
+        for name, value in source.items(multi=True):
+            if "\x00" in value or len(value) > MAX_VALUE_CHARS:
+                abort(400, description=f"{name}: no NUL character, at most {MAX_VALUE_CHARS}")
 
 
 @bp.errorhandler(CSRFError)
@@ -103,9 +112,7 @@ def _roles() -> dict[str, Any]:
 
 def init_app(app: Flask) -> None:
     """Register the console: blueprint, login manager and CSRF protection."""
-    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)  # cookies: web/security.py
     csrf.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "admin.login"

@@ -18,6 +18,22 @@ from web.admin import ConsoleUser, bp
 log = logging.getLogger("parley.web.admin")
 
 
+#: Headers a proxy or CDN adds with the client's address; any of them means "not local".
+PROXY_HEADERS = (
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Real-IP",
+    "X-Client-IP",
+    "X-Cluster-Client-IP",
+    "CF-Connecting-IP",
+    "True-Client-IP",
+    "Fastly-Client-IP",
+    "Via",
+)
+
+
 def _safe_next(target: str | None) -> str:
     """Only a path on this site (no open redirect to another host)."""
     if target and target.startswith("/") and not target.startswith("//"):
@@ -36,7 +52,9 @@ def first_run() -> bool:
     ``flask users create`` only.
     """
     local = request.remote_addr in {"127.0.0.1", "::1"}
-    forwarded = "X-Forwarded-For" in request.headers or "Forwarded" in request.headers
+    forwarded = any(name in request.headers for name in PROXY_HEADERS) or any(
+        name.lower().startswith("x-forwarded-") for name, _ in request.headers.items()
+    )
     if not local or forwarded:
         return False
     return db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 0

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from werkzeug.wrappers import Response
 
 from curation import transcripts
@@ -16,43 +26,66 @@ from models import db
 from models.curation import AuditEvent, Curation
 from models.entities import Contact, Conversation
 from web.admin import bp, requires
+from web.api.problems import reasons
+from web.api.schemas import TEXT_PATTERN
 
 log = logging.getLogger("parley.web.admin")
-
-
-def _date(name: str) -> dt.date | None:
-    value = request.args.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        abort(400, description=f"{name}: use a date as YYYY-MM-DD, not {value!r}")
 
 
 def _int(value: str | None, name: str) -> int | None:
     if value is None or not value.strip():
         return None
-    try:
-        return int(value)
-    except ValueError:
-        abort(400, description=f"{name}: {value!r} is not a number")
+    text = value.strip()
+    if not (text.isascii() and text.lstrip("-").isdigit()) or len(text) > 18:
+        abort(400, description=f"{name}: {value[:40]!r} is not a number")
+    return int(text)
+
+
+#: A search term or a filter's value: no control characters (PostgreSQL refuses NUL).
+_TERM = Annotated[str, StringConstraints(max_length=200, pattern=TEXT_PATTERN)]
+_DAY = Annotated[dt.date, Field(ge=dt.date(2000, 1, 1), le=dt.date(9998, 12, 31))]
+
+
+class SearchArgs(BaseModel):
+    """The conversations page's query string; an empty value means "any"."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    q: _TERM = ""
+    flow: _TERM = ""
+    step: _TERM = ""
+    channel: Literal["", "whatsapp", "sms"] = ""
+    tag: _TERM = ""
+    rating: int | None = Field(default=None, ge=1, le=5)
+    published: Literal["", "yes", "no"] = ""
+    since: _DAY | None = None
+    until: _DAY | None = None
+    page: int = Field(default=1, ge=1, le=1_000_000)
+
+    @field_validator("rating", "since", "until", "page", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return 1 if info.field_name == "page" else None
+        return value
 
 
 def _filters() -> transcripts.Filters:
-    args = request.args
-    published = {"yes": True, "no": False}.get(args.get("published", ""))
+    try:
+        args = SearchArgs.model_validate(request.args.to_dict())
+    except ValidationError as error:
+        abort(400, description=reasons(error))
     return transcripts.Filters(
-        query=args.get("q", ""),
-        flow=args.get("flow", ""),
-        step=args.get("step", ""),
-        channel=args.get("channel", ""),
-        tag=args.get("tag", ""),
-        rating=_int(args.get("rating"), "rating"),
-        published=published,
-        since=_date("since"),
-        until=_date("until"),
-        page=_int(args.get("page"), "page") or 1,
+        query=args.q,
+        flow=args.flow,
+        step=args.step,
+        channel=args.channel,
+        tag=args.tag,
+        rating=args.rating,
+        published={"yes": True, "no": False}.get(args.published),
+        since=args.since,
+        until=args.until,
+        page=args.page,
     )
 
 

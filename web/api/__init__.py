@@ -24,7 +24,10 @@ def init_app(app: Flask) -> None:
     """Register the API blueprints and CORS for the public routes."""
     from web.api.internal import bp as internal
     from web.api.openapi import bp as openapi
+    from web.api.problems import init_app as init_problems
     from web.api.public import bp as public
+
+    init_problems(app)
 
     app.register_blueprint(public)
     app.register_blueprint(internal)

@@ -18,12 +18,12 @@ import logging
 import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
-from pydantic import ValidationError
 
 from integrations.twilio import parse_address
 from models import db
 from models.entities import Contact, Conversation, Message
 from web.api import schemas
+from web.api.problems import parse, problem
 
 log = logging.getLogger("parley.web.api")
 
@@ -31,7 +31,7 @@ bp = Blueprint("internal_api", __name__, url_prefix="/api/v1")
 
 
 def _error(status: int, reason: str) -> ResponseReturnValue:
-    return jsonify(schemas.Error(error=reason).model_dump()), status
+    return problem(status, reason)
 
 
 def _refused() -> ResponseReturnValue | None:
@@ -45,8 +45,11 @@ def _refused() -> ResponseReturnValue | None:
         given.encode(), str(expected).encode()
     ):
         log.warning("api.token.refused path=%s", request.path)
-        body, status = _error(401, "missing or wrong token (Authorization: Bearer <token>)")
-        return body, status, {"WWW-Authenticate": 'Bearer realm="parley-api"'}
+        return problem(
+            401,
+            "missing or wrong token (Authorization: Bearer <token>)",
+            {"WWW-Authenticate": 'Bearer realm="parley-api"'},
+        )
     return None
 
 
@@ -70,22 +73,8 @@ def recent_messages() -> ResponseReturnValue:
     refused = _refused()
     if refused is not None:
         return refused
-    try:
-        payload = schemas.RecentMessagesRequest.model_validate(request.get_json(silent=True))
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in error.errors()
-        )
-        return _error(400, f"bad request body: {problems}")
-    if (payload.contact_id is None) == (payload.phone is None):
-        return _error(400, "give exactly one of contact_id or phone")
-    for key, value in payload.cursors.items():
-        if not key.isdigit() or not value.isdigit():
-            return _error(400, f"cursors: {key!r}: {value!r} is not a cursor this API gave")
-    try:
-        contact_id = _contact_id(payload)
-    except ValueError as error:
-        return _error(400, f"phone: {error}")
+    payload = parse(schemas.RecentMessagesRequest, request.get_json(silent=True))
+    contact_id = _contact_id(payload)
     if contact_id is None:
         db.session.rollback()
         return _error(404, "no such contact")

@@ -14,6 +14,7 @@ from flask.typing import ResponseReturnValue
 from pydantic.json_schema import models_json_schema
 
 from web.api import schemas
+from web.api.problems import MEDIA_TYPE, parameters
 
 bp = Blueprint("openapi", __name__)
 
@@ -28,30 +29,21 @@ def _json(model: type, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
 
 
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {MEDIA_TYPE: {"schema": _ref(schemas.Problem)}},
+    }
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     reasons = {
-        400: "Malformed request; `error` says what to fix.",
+        400: "Malformed request; `detail` says what to fix.",
         401: "Missing or wrong token.",
         404: "Not found (for conversations: not published).",
         503: "The server is missing its token setting.",
     }
-    return {str(status): _json(schemas.Error, reasons[status]) for status in statuses}
-
-
-def _query(name: str, description: str, required: bool = False, **schema: Any) -> dict:
-    return {
-        "name": name,
-        "in": "query",
-        "required": required,
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
-
-
-_PAGING = [
-    _query("page", "1-based page number.", type="integer", minimum=1, default=1),
-    _query("per_page", "Items per page.", type="integer", minimum=1, maximum=100, default=20),
-]
+    return {str(status): _problem(reasons[status]) for status in statuses}
 
 
 def document() -> dict[str, Any]:
@@ -60,7 +52,7 @@ def document() -> dict[str, Any]:
         schemas.ConversationList,
         schemas.ConversationResponse,
         schemas.MessageList,
-        schemas.Error,
+        schemas.Problem,
         schemas.RecentMessagesResponse,
     ]
     _, definitions = models_json_schema(
@@ -74,7 +66,7 @@ def document() -> dict[str, Any]:
                 "operationId": "listConversations",
                 "summary": "Published conversations, most recently published first.",
                 "tags": ["public"],
-                "parameters": _PAGING,
+                "parameters": parameters(schemas.Paging, "query"),
                 "responses": {
                     "200": _json(schemas.ConversationList, "A page of conversations."),
                     **_errors(400),
@@ -86,10 +78,7 @@ def document() -> dict[str, Any]:
                 "operationId": "searchConversations",
                 "summary": "Published conversations whose summary or messages contain the query.",
                 "tags": ["public"],
-                "parameters": [
-                    _query("query", "Words to look for.", required=True, maxLength=200),
-                    *_PAGING,
-                ],
+                "parameters": parameters(schemas.SearchQuery, "query"),
                 "responses": {
                     "200": _json(schemas.ConversationList, "A page of matches."),
                     **_errors(400),
@@ -101,17 +90,10 @@ def document() -> dict[str, Any]:
                 "operationId": "getConversation",
                 "summary": "One published conversation with its redacted messages.",
                 "tags": ["public"],
-                "parameters": [
-                    {
-                        "name": "conversation_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "integer"},
-                    }
-                ],
+                "parameters": parameters(schemas.ConversationPath, "path"),
                 "responses": {
                     "200": _json(schemas.ConversationResponse, "The conversation."),
-                    **_errors(404),
+                    **_errors(400, 404),
                 },
             }
         },
@@ -120,9 +102,7 @@ def document() -> dict[str, Any]:
                 "operationId": "listMessages",
                 "summary": "The redacted messages of a published conversation, oldest first.",
                 "tags": ["public"],
-                "parameters": [
-                    _query("conversation_id", "The conversation.", required=True, type="integer")
-                ],
+                "parameters": parameters(schemas.MessagesQuery, "query"),
                 "responses": {
                     "200": _json(schemas.MessageList, "The messages."),
                     **_errors(400, 404),

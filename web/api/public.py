@@ -25,24 +25,13 @@ from models import db
 from models.curation import Curation, RedactedMessage
 from models.entities import Conversation, Message
 from web.api import schemas
+from web.api.problems import BadRequest, parse, problem
 
 bp = Blueprint("public_api", __name__, url_prefix="/api/v1")
 
-DEFAULT_PER_PAGE = 20
-MAX_PER_PAGE = 100
-
-
-class BadRequest(Exception):
-    """A malformed query parameter; the message says which and why."""
-
 
 def _error(status: int, reason: str) -> ResponseReturnValue:
-    return jsonify(schemas.Error(error=reason).model_dump()), status
-
-
-@bp.errorhandler(BadRequest)
-def _bad_request(error: BadRequest) -> ResponseReturnValue:
-    return _error(400, str(error))
+    return problem(status, reason)
 
 
 def _scrub(text: str) -> str:
@@ -56,17 +45,6 @@ def _scrub(text: str) -> str:
         if not kept or span.start >= kept[-1].end:
             kept.append(span)
     return redaction.apply(text, kept)
-
-
-def _positive(name: str, default: int, maximum: int | None = None) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise BadRequest(f"{name} must be a whole number of 1 or more, not {raw!r}")
-    if maximum is not None and int(raw) > maximum:
-        raise BadRequest(f"{name} must be at most {maximum}")
-    return int(raw)
 
 
 def _agent() -> schemas.Person:
@@ -112,9 +90,8 @@ def _summaries(rows: list[Any]) -> list[schemas.PublicConversation]:
     ]
 
 
-def _page(query: sa.Select) -> ResponseReturnValue:
-    page = _positive("page", 1)
-    per_page = _positive("per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)
+def _page(query: sa.Select, paging: schemas.Paging) -> ResponseReturnValue:
+    page, per_page = paging.page, paging.per_page
     total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
     rows = db.session.execute(
         query.order_by(Curation.published_at.desc(), Conversation.id.desc())
@@ -155,17 +132,16 @@ def _messages(conversation_id: int) -> list[schemas.PublicMessage]:
 @bp.get("/conversations")
 def list_conversations() -> ResponseReturnValue:
     """Published conversations, most recently published first."""
-    return _page(_published())
+    return _page(_published(), parse(schemas.Paging, request.args))
 
 
 @bp.get("/conversations/search")
 def search_conversations() -> ResponseReturnValue:
     """Published conversations whose summary or redacted messages contain ``query``."""
-    query = request.args.get("query", "").strip()
-    if not query:
+    if not request.args.get("query"):
         raise BadRequest("query is required, e.g. ?query=sleep")
-    if len(query) > 200:
-        raise BadRequest("query must be at most 200 characters")
+    search = parse(schemas.SearchQuery, request.args)
+    query = search.query.strip()
     matches = sa.or_(
         transcripts.text_match(db.session, Curation.summary_question, query),
         transcripts.text_match(db.session, Curation.summary_answer, query),
@@ -175,12 +151,13 @@ def search_conversations() -> ResponseReturnValue:
             transcripts.text_match(db.session, RedactedMessage.text, query),
         ),
     )
-    return _page(_published().where(matches))
+    return _page(_published().where(matches), search)
 
 
 @bp.get("/conversations/<int:conversation_id>")
 def get_conversation(conversation_id: int) -> ResponseReturnValue:
     """One published conversation with its redacted messages (404 when not published)."""
+    parse(schemas.ConversationPath, {"conversation_id": conversation_id})
     row = db.session.execute(_published().where(Conversation.id == conversation_id)).first()
     if row is None:
         return _error(404, f"no published conversation {conversation_id}")
@@ -195,10 +172,7 @@ def get_conversation(conversation_id: int) -> ResponseReturnValue:
 @bp.get("/messages")
 def list_messages() -> ResponseReturnValue:
     """The redacted messages of a published conversation (``conversation_id`` required)."""
-    raw = request.args.get("conversation_id", "")
-    if not raw.isdigit():
-        raise BadRequest("conversation_id is required and must be a number")
-    conversation_id = int(raw)
+    conversation_id = parse(schemas.MessagesQuery, request.args).conversation_id
     published = db.session.scalar(
         sa.select(Curation.published).where(Curation.conversation_id == conversation_id)
     )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 
 class Person(BaseModel):
@@ -77,30 +77,106 @@ class MessageList(BaseModel):
     data: list[PublicMessage]
 
 
-class Error(BaseModel):
-    """A refused request."""
+class Problem(BaseModel):
+    """A refused or failed request, as RFC 9457 problem details (``application/problem+json``)."""
 
-    error: str = Field(description="Why, and how to fix the request.")
+    type: str = Field(default="about:blank", description="A URI naming the problem type.")
+    title: str = Field(description="The HTTP status's phrase, e.g. 'Bad Request'.")
+    status: int = Field(ge=400, le=599, description="The HTTP status code.")
+    detail: str = Field(description="Why, and how to fix the request.")
+    error: str = Field(description="The same as detail (an extension member older clients read).")
+
+
+#: The largest id a row can have (PostgreSQL's bigint).
+MAX_ID = 2**63 - 1
+#: A phone number as the APIs take it: E.164, optionally with Twilio's whatsapp: prefix.
+PHONE_PATTERN = r"^(whatsapp:)?\+[1-9][0-9]{7,14}$"
+#: No C0 control characters but tab and newlines (PostgreSQL refuses NUL in text).
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f]*$"
+
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class Paging(BaseModel):
+    """``?page=&per_page=`` of a list."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    page: int = Field(default=1, ge=1, le=1_000_000, description="1-based page number.")
+    per_page: int = Field(default=20, ge=1, le=100, description="Items per page.")
+
+
+class SearchQuery(Paging):
+    """``GET /api/v1/conversations/search``."""
+
+    query: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00-\x1f]*[^\s\x00-\x1f][^\x00-\x1f]*$",
+        description="Words to look for (not only spaces; no control characters).",
+    )
+
+
+class MessagesQuery(BaseModel):
+    """``GET /api/v1/messages``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    conversation_id: Id = Field(description="The published conversation.")
+
+
+class ConversationPath(BaseModel):
+    """``/api/v1/conversations/{conversation_id}``."""
+
+    conversation_id: Id = Field(description="The conversation's id.")
+
+
+Cursor = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,18}$")]
+
+
+def _one_of_contact(schema: dict[str, Any]) -> None:
+    """The schema of `RecentMessagesRequest`: exactly one of contact_id and phone, not null."""
+    properties = schema["properties"]
+    for name in ("contact_id", "phone"):
+        given = next(option for option in properties[name].pop("anyOf") if option != NULL)
+        properties[name].update(given)
+        properties[name].pop("default", None)
+    properties["cursors"]["additionalProperties"] = False
+    schema["oneOf"] = [{"required": ["contact_id"]}, {"required": ["phone"]}]
+
+
+NULL = {"type": "null"}
 
 
 class RecentMessagesRequest(BaseModel):
-    """``POST /api/v1/contacts.recent-messages`` (Airy's contacts.recent-messages shape)."""
+    """``POST /api/v1/contacts.recent-messages`` (Airy's contacts.recent-messages shape).
 
-    model_config = ConfigDict(extra="forbid")
+    Exactly one of ``contact_id`` and ``phone``.
+    """
 
-    contact_id: int | None = Field(default=None, description="The contact's id.")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of_contact)
+
+    contact_id: Id | None = Field(default=None, description="The contact's id.")
     phone: str | None = Field(
-        default=None, description="Or the contact's E.164 number (whatsapp: prefix allowed)."
+        default=None,
+        pattern=PHONE_PATTERN,
+        description="Or the contact's E.164 number (whatsapp: prefix allowed).",
     )
     source: Literal["whatsapp", "sms"] | None = Field(
         default=None, description="Only conversations on this channel."
     )
     page_size: int = Field(default=10, ge=1, le=100, description="Messages per conversation.")
-    cursors: dict[str, str] = Field(
+    cursors: dict[Cursor, Cursor] = Field(
         default_factory=dict,
         description="Per conversation id, the next_cursor a previous answer gave: "
         "the page of older messages.",
     )
+
+    @model_validator(mode="after")
+    def _exactly_one_contact(self) -> RecentMessagesRequest:
+        if (self.contact_id is None) == (self.phone is None):
+            raise ValueError("give exactly one of contact_id or phone")
+        return self
 
 
 class Sender(BaseModel):

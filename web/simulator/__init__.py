@@ -25,7 +25,12 @@ from werkzeug.wrappers import Response
 
 from conversation.turn import Incoming
 from engine.ports import LLM, ExecutionState, LLMError, LLMRequest, LLMResponse
-from integrations.twilio import parse_address
+from integrations.twilio import (
+    FIELD_LIMITS,
+    MAX_BODY_CHARS,
+    MAX_WHATSAPP_BODY_CHARS,
+    parse_address,
+)
 from models import OPEN_STATUSES, Contact, Execution, db
 from models.entities import utcnow
 from models.store import SqlStore
@@ -157,8 +162,13 @@ def send() -> Any:
     text = data.get("text")
     if not isinstance(text, str):
         return _bad("text: the message the contact sends")
+    limit = MAX_WHATSAPP_BODY_CHARS if channel == "whatsapp" else MAX_BODY_CHARS
+    if len(text) > limit or "\x00" in text:
+        return _bad(f"text: at most {limit} characters on {channel}, and no NUL character")
     phone = _phone_from(data)
     name = str(data.get("name") or "").strip() or None
+    if name is not None and (len(name) > FIELD_LIMITS["ProfileName"] or "\x00" in name):
+        return _bad(f"name: at most {FIELD_LIMITS['ProfileName']} characters, no NUL character")
 
     turns = parley.turns()
     recorder = RecordingLLM(turns.runner.llm)
