@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.ports import ExecutionState, FlowArchive
 from engine.steps import Step, step_kind
@@ -52,7 +61,17 @@ class Flow(BaseModel):
     description: str = ""
     """What the flow is for, in a sentence."""
     trigger: Trigger = Trigger()
-    """Keywords that start it, and whether it is the default flow."""
+    """Keywords that start it, and whether it is the default flow (of its numbers,
+    when it has ``numbers``)."""
+    numbers: list[str] = []
+    """The numbers it answers on, as a Studio flow is bound to a number
+    (``whatsapp:+14155238886``, ``+14155238886``): it starts only for messages
+    written to one of them, and the only flow bound to a number starts on any
+    message there. Empty: every number."""
+    responders: bool = True
+    """Whether the responders of ``_settings.yaml`` (opt-out keywords, reset
+    code, welcome, after-hours) answer before this flow; imported Studio flows
+    say ``false``, as Studio has no global keywords."""
     llm: LLMDefaults = LLMDefaults()
     """Defaults for its ``llm`` steps."""
     entitlement: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
@@ -76,6 +95,20 @@ class Flow(BaseModel):
     step_map: dict[str, str] = {}
     """``{old_step: new_step}`` for steps renamed since the last version; implies
     ``on_change: move``."""
+
+    @field_validator("numbers")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for number in value:
+            if not re.fullmatch(r"(?:whatsapp:)?\+[1-9][0-9]{6,14}", number):
+                raise ValueError(
+                    f"{number!r} is not a number: write +14155238886 or whatsapp:+14155238886"
+                )
+        return value
+
+    def answers_on(self, address: str | None) -> bool:
+        """Whether a message written to `address` (Twilio's ``To``) may start this flow."""
+        return not self.numbers or address is None or address in self.numbers
 
     @model_validator(mode="after")
     def _step_map_moves(self) -> Flow:
@@ -356,13 +389,45 @@ class FlowSet:
         """The flow whose trigger says ``default: true``, if any."""
         return next((flow for flow in self.flows.values() if flow.trigger.default), None)
 
-    def match(self, text: str) -> Flow | None:
-        """The flow a message starts: by keyword, else the default flow."""
+    def match(self, text: str, address: str | None = None) -> Flow | None:
+        """The flow a message starts, among those that answer on `address`.
+
+        A keyword, else the default flow bound to `address`, else the only flow
+        bound to `address` (a number with one flow starts it on any message, as
+        Studio does), else the default flow of every number.
+
+        Args:
+            text: The message.
+            address: The number it was written to (Twilio's ``To``); None: any.
+        """
         folded = fold(text)
-        for flow in self.flows.values():
+        candidates = [flow for flow in self.flows.values() if flow.answers_on(address)]
+        bound = [flow for flow in candidates if flow.numbers and address is not None]
+        for flow in bound + candidates:
             if any(fold(keyword) == folded for keyword in flow.trigger.keywords):
                 return flow
-        return self.default
+        for flow in bound:
+            if flow.trigger.default:
+                return flow
+        if len(bound) == 1:
+            return bound[0]
+        return next((flow for flow in candidates if flow.trigger.default), None)
+
+    def responders_apply(self, flow_id: str | None, text: str, address: str | None = None) -> bool:
+        """Whether the responders answer before the flow in this turn.
+
+        Args:
+            flow_id: The flow of the contact's open execution, or None.
+            text: The inbound message.
+            address: The number it was written to (Twilio's ``To``).
+
+        Returns:
+            The ``responders`` setting of the execution's flow, else of the flow
+            the message would start; True when no flow would run.
+        """
+        flow = self.flows.get(flow_id) if flow_id else None
+        flow = flow or self.match(text, address)
+        return flow.responders if flow is not None else True
 
 
 def load_flow_files(flows_dir: Path) -> tuple[list[Flow], list[FlowProblem]]:

@@ -354,7 +354,7 @@ def validate_flows(
             defaults.append(flow)
         for index, keyword in enumerate(flow.trigger.keywords):
             other = keywords.setdefault(fold(keyword), flow)  # as `FlowSet.match` folds
-            if other is not flow:
+            if other is not flow and _share_a_number(flow, other):
                 problems.append(
                     FlowProblem(
                         flow.source,
@@ -363,17 +363,33 @@ def validate_flows(
                         flow_id=flow.id,
                     )
                 )
-    for flow in defaults[1:]:
+    for index, flow in enumerate(defaults):
+        # One default per number: flows bound to different numbers each have theirs.
+        other = next((o for o in defaults[:index] if _same_numbers_overlap(o, flow)), None)
+        if other is None:
+            continue
         problems.append(
             FlowProblem(
                 flow.source,
                 flow.line_of(("trigger", "default")),
-                f"more than one default flow: {defaults[0].id!r} is the default already",
+                f"more than one default flow: {other.id!r} is the default already",
                 flow_id=flow.id,
             )
         )
     problems.extend(_check_flows_used(by_id))
     return problems if warnings else [problem for problem in problems if not problem.warning]
+
+
+def _share_a_number(flow: Flow, other: Flow) -> bool:
+    """Whether a message could reach both flows (a flow with no numbers answers on all)."""
+    return not flow.numbers or not other.numbers or bool(set(flow.numbers) & set(other.numbers))
+
+
+def _same_numbers_overlap(flow: Flow, other: Flow) -> bool:
+    """Whether two default flows compete: both unbound, or bound to a common number."""
+    if not flow.numbers and not other.numbers:
+        return True
+    return bool(set(flow.numbers) & set(other.numbers))
 
 
 def _check_flows_used(by_id: dict[str, Flow]) -> Iterator[FlowProblem]:
