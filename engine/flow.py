@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -14,15 +15,18 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from engine.ports import ExecutionState, FlowArchive
-from engine.steps import Step, step_kind
+from engine.steps import Step, StepBase, step_kind
 from engine.steps.ask import fold
 from engine.steps.paywall import PaywallTexts
+
+_STEP: TypeAdapter[Any] = TypeAdapter(Step)
 
 DEFAULT_FALLBACK = "Sorry, I'm having trouble right now. Please try again in a minute."
 
@@ -314,6 +318,79 @@ def parse_flow(text: str, source: str) -> tuple[Flow | None, list[FlowProblem]]:
     flow._lines = lines
     flow._version = hashlib.sha256(text.encode()).hexdigest()[:12]
     return flow, []
+
+
+class UnparsedStep(StepBase):
+    """A step whose shape is wrong, kept in a partial flow for the graph checks.
+
+    It leads where its raw ``next``, ``then``, ``else``, ``success``, ``fail``
+    and ``timeout.next`` say, and counts as waiting (no loop is blamed on it).
+    """
+
+    kind: ClassVar[str] = "unparsed"
+    waits: ClassVar[bool] = True
+
+    raw_targets: list[str] = Field(default_factory=list)
+    """The step ids its raw definition names."""
+
+    def targets(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """Each step id the raw definition names."""
+        for target in self.raw_targets:
+            yield (), target
+
+
+def _raw_targets(raw: Any) -> list[str]:
+    """Step ids named by a raw step's transition keys, however wrong its shape."""
+    found: list[str] = []
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            if key in ("next", "then", "else", "success", "fail") and isinstance(value, str):
+                found.append(value)
+            elif isinstance(value, dict | list):
+                found.extend(_raw_targets(value))
+    elif isinstance(raw, list):
+        for item in raw:
+            found.extend(_raw_targets(item))
+    return found
+
+
+def partial_flow(text: str, source: str) -> Flow | None:
+    """The flow of a file with shape errors, with only the steps that parsed.
+
+    Each step that did not parse is an `UnparsedStep`, so that the graph checks
+    (unknown targets, missing ``else``, loops, prompts) still run on the others:
+    one ``flows validate`` shows every mistake.
+
+    Returns:
+        The partial flow, or None when the problem is outside the steps (or
+        no step parsed), which leaves nothing to check.
+    """
+    try:
+        data = yaml.safe_load(text)
+        lines, _ = yaml_lines(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), dict):
+        return None
+    good: dict[str, Any] = {}
+    bad: dict[str, Any] = {}
+    for step_id, raw in data["steps"].items():
+        try:
+            _STEP.validate_python(raw)
+            good[str(step_id)] = raw
+        except ValidationError:
+            bad[str(step_id)] = raw
+    if not bad or not good:
+        return None
+    try:
+        flow = Flow.model_validate({**data, "steps": good})
+    except ValidationError:
+        return None
+    for step_id, raw in bad.items():
+        flow.steps[step_id] = UnparsedStep(raw_targets=_raw_targets(raw))  # type: ignore[assignment]
+    flow._source = source
+    flow._lines = lines
+    return flow
 
 
 def _line(lines: dict[Location, int], location: Location) -> int:

@@ -35,16 +35,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from jinja2 import pass_context
 from jinja2.runtime import Context
-from liquid import Environment
+from liquid import Environment, Mode
+from liquid.exceptions import LiquidError
 
 from engine.templating import Templates
 
 _LIQUID = Environment()
+_LENIENT = Environment(tolerance=Mode.LAX)
+
+log = logging.getLogger("parley.studio")
 
 #: Variables of an imported flow that are Parley's book-keeping, not Studio's.
 INTERNAL_PREFIX = "studio_"
@@ -177,11 +182,26 @@ def studio_context(values: Mapping[str, Any]) -> dict[str, Any]:
 def render(source: str, values: Mapping[str, Any]) -> str:
     """Render a Studio Liquid template against a Parley template context.
 
+    A template with a mistake renders leniently, as Studio's does: an unknown
+    tag or filter is ignored, and from a syntax error on (``{{x}`` missing a
+    brace) the text is sent as written. ``flows validate`` warns about each.
+
     Raises:
-        liquid.exceptions.LiquidError: the template does not parse or render
-            (the step then fails with the flow's fallback).
+        liquid.exceptions.LiquidError: the template fails even leniently.
     """
-    return _LIQUID.from_string(source).render(**studio_context(values))
+    names = studio_context(values)
+    try:
+        return _LIQUID.from_string(source).render(**names)
+    except LiquidError as error:
+        log.warning("studio.liquid.lenient reason=%s", str(error).splitlines()[0])
+    try:
+        return _LENIENT.from_string(source).render(**names)
+    except LiquidError as error:
+        index = getattr(getattr(error, "token", None), "start_index", -1)
+        if index is None or index < 0:
+            return source
+        head = _LENIENT.from_string(source[:index]).render(**names)
+        return head + source[index:]
 
 
 @pass_context
@@ -189,7 +209,25 @@ def _liquid_filter(context: Context, source: str) -> str:
     return render(str(source), context.get_all())
 
 
+def check(source: str) -> list[str]:
+    """What is wrong with a Studio Liquid template: syntax, unknown tags and filters.
+
+    Validation reports them as warnings: Studio renders such a template
+    leniently, and so does `render`.
+
+    Returns:
+        One line per problem (empty when the template is sound).
+    """
+    try:
+        template = _LIQUID.from_string(source)
+        analysis = template.analyze()
+    except LiquidError as error:
+        return [str(error).splitlines()[0]]
+    return [f"no filter named {name!r}" for name in analysis.filters if name not in _LIQUID.filters]
+
+
 def install(templates: Templates) -> Templates:
-    """Register the ``liquid`` filter on a template environment; returns it."""
+    """Register the ``liquid`` filter (and its check for validation); returns `templates`."""
     templates.env.filters["liquid"] = _liquid_filter
+    templates.literal_checks["liquid"] = check
     return templates

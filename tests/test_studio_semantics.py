@@ -343,3 +343,14 @@ def test_the_command_binds_a_number_and_says_what_it_changed(app, tmp_path):
     assert flow["numbers"] == ["whatsapp:+14155550001", "+14155550001"]
     assert flow["trigger"] == {"default": True} and flow["responders"] is False
     assert "changed: bound to whatsapp:+14155550001, +14155550001" in result.output
+
+
+def test_a_liquid_mistake_renders_leniently_as_in_studio():
+    # Item 11: validation warns (tests/test_validate.py); the turn does not fail.
+    from integrations.liquid import render
+
+    values = {"vars": {"x": 1}, "flow": {"id": "f"}}
+    assert render("a {{flow.variables.x}} b {{flow.variables.x}", values) == (
+        "a 1 b {{flow.variables.x}"
+    )
+    assert render("[{{ flow.variables.x }}]{% nosuchtag %}", values) == "[1]"
