@@ -386,7 +386,6 @@ def _step(
         url = str(props.get("url") or "")
         if functions_url:  # the export's path kept, else the widget's name
             url = functions_url.rstrip("/") + (urlsplit(url).path if url else f"/{name}")
-        failed = transitions.get("fail") or ends.end("fail")
         if not url:
             result.skipped.append(
                 Skipped(
@@ -396,7 +395,9 @@ def _step(
                     "or export the flow after deploying the function)",
                 )
             )
-            return {"set": {"studio_skipped": name}, "next": failed}
+            # Without a `fail` transition, the flow ends there, silently (no `next`).
+            return _then({"set": {"studio_skipped": name}}, transitions.get("fail"))
+        failed = transitions.get("fail") or ends.end("fail")
         form = {
             str(p.get("key")): liquid(p.get("value", "")) for p in props.get("parameters") or []
         }

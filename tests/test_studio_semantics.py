@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import yaml
 
 from engine.flow import DEFAULT_FALLBACK, FlowSet, parse_flow
+from engine.ports import HTTPResponse
 from handover.expiry import expire_handovers
 from integrations.liquid import flow_sid
 from models import Conversation, Execution, db
@@ -26,10 +27,18 @@ from tests.conftest import OUR_WHATSAPP
 from tests.fakes.api_server import FakeAPI
 from tests.twiml import messages_of
 
+json_text = json.dumps
+
 DATA = Path(__file__).resolve().parent / "data" / "studio"
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "studio"
+FIXTURE_FILES = sorted(FIXTURES.glob("*.json")) if FIXTURES.is_dir() else []
+needs_fixtures = pytest.mark.skipif(not FIXTURE_FILES, reason=f"no Studio exports in {FIXTURES}")
 SENDER = "whatsapp:+15551230007"
 TOKEN = "studio-token-13"
-SUBFLOWS = {"FW11111111111111111111111111111111": "run_subflow_child"}
+SUBFLOWS = {
+    "FW11111111111111111111111111111111": "run_subflow_child",
+    "FW50120385f4d1e8dcf30c0bcd83695969": "daily_sitdown_child_subflow",
+}
 
 
 def definition(name: str, api: FakeAPI | None = None) -> dict:
@@ -54,10 +63,17 @@ def app_config(app_config: dict, tmp_path: Path, api: FakeAPI) -> dict:
     api.answer("/notes", "noted!", content_type="text/plain")
     api.answer("/broken", {"error": "down"}, status=500)
     api.answer("/horoscope", {"text": "Stars align."})
-    for path in sorted(DATA.glob("*.json")):
+    # The Twilio Functions of the real exports (their path, or /<widget name>).
+    api.answer("/get_horoscope", {"description": "A bright day.", "mood": "Proud"})
+    api.answer("/get_compatibility", {"list": ["Leo", "Aries"]})
+    api.answer("/get_celebrity_match", {"name": "Kristen", "description": "A star."})
+    for name in ("/SaveToAirtable", "/save_to_airtable", "/get_assignment"):
+        api.answer(name, {})
+    for path in [*sorted(DATA.glob("*.json")), *FIXTURE_FILES]:
         numbers = [OUR_WHATSAPP] if path.stem == "send_message" else None
+        source = path if path.parent == DATA else None
         imported = import_studio(
-            definition(path.stem, api),
+            definition(path.stem, api) if source else json.loads(path.read_text()),
             path.stem,
             functions_url=api.base_url,
             subflows=SUBFLOWS,
@@ -354,3 +370,143 @@ def test_a_liquid_mistake_renders_leniently_as_in_studio():
         "a 1 b {{flow.variables.x}"
     )
     assert render("[{{ flow.variables.x }}]{% nosuchtag %}", values) == "[1]"
+
+
+def test_round_trip_keeps_the_same_flow():
+    # Item 15: import → export → import gives the same steps, so the same conversations.
+    from studio.export import export_studio
+
+    for path in [*sorted(DATA.glob("*.json")), *FIXTURE_FILES]:
+        first = import_studio(json.loads(path.read_text()), path.stem, subflows=SUBFLOWS)
+        flow, problems = parse_flow(yaml.safe_dump(first.flow), f"{path.stem}.yaml")
+        assert problems == [], path.stem
+        exported = export_studio(flow, "https://parley.example.org")
+        mapped = {flow_sid(flow_id): flow_id for flow_id in SUBFLOWS.values()}
+        again = import_studio(exported, path.stem, subflows=mapped)
+        assert again.flow["steps"] == first.flow["steps"], path.stem
+
+
+class FakeHTTP:
+    """The HTTP port answering by method and URL (without its query), recording requests."""
+
+    def __init__(self, answers: dict[tuple[str, str], object]) -> None:
+        self.answers = answers
+        self.requests: list[tuple[str, str, object]] = []
+
+    def request(self, method, url, *, headers, json=None, form=None, timeout):
+        """Answer as scripted (404 for anything else)."""
+        self.requests.append((method, url, json if json is not None else form))
+        body = self.answers.get((method, url.split("?")[0]), {"error": "not found"})
+        status = 200 if (method, url.split("?")[0]) in self.answers else 404
+        return HTTPResponse(status=status, json=body, text=json_text(body))
+
+
+@needs_fixtures
+def test_fixture_vaccine_standby_list_as_studio_answers(twilio):
+    assert says(twilio, "vaccine_standby_list")[0].startswith("You can get notified")
+    script = [
+        ("maybe", "You can get notified"),  # noMatch goes back to Welcome
+        ("YES", "What is your full name?"),
+        ("Ana Lima", "OK, Ana Lima, how old are you?"),
+        ("34", "What's your 5-digit zip code?"),
+        ("94110", "Thanks. Are you considered an essential worker?"),
+        ("no", "Do you currently work from home? Reply yes/no."),
+        ("yes", "Do you live in a nursing home"),
+        ("no", "Do you live in a congregate setting"),
+        ("no", "Do you have one or more health conditions"),
+        ("no", "When it's your turn, would you like to be notifified via SMS or email?"),
+        ("1", "What is your preferred language?"),
+        ("1", "Thank you, you're now on the vaccine wait-list."),
+    ]
+    for text, expected in script:
+        answer = says(twilio, text)
+        assert len(answer) == 1 and answer[0].startswith(expected), (text, answer)
+
+
+@needs_fixtures
+def test_fixture_pride_astrology_as_studio_answers(twilio, api):
+    assert says(twilio, "pride_astrology") == [
+        "Hi there, tell us your sign and get a special Pride horoscope 🔮"
+    ]
+    assert says(twilio, "Leo") == [
+        "Oh you're a Leo? Please hold while we consult the stars ✨",
+        "📅  Today's horoscope 📅  \nA bright day.\n💭 Today's mood 💭   Proud\n"
+        '💗 Your compatibility 💗  ["Leo","Aries"]',
+        "Would you like to see who your celebrity match is and what lesbian bar you should go to?",
+    ]
+    match = says(twilio, "yes please")
+    assert match[0] == "Oh la la your match is Kristen! A star."
+    assert match[1].startswith("Learn more about and support the last 21 Lesbian bars")
+    sign = next(r for r in api.requests if r["path"] == "/get_horoscope")
+    assert sign["form"] == {"sign": "Leo"}
+
+    # Its noMatch branch asks again but splits on the first answer, as in Studio: a
+    # contact who first wrote no sign is told the dates again, whatever they write.
+    other = "whatsapp:+15551230008"
+    twilio.say("pride_astrology", sender=other)
+    help_text = "If you need help with your sign"
+    assert messages_of(twilio.say("rainbow", sender=other).data)[0].startswith(help_text)
+    assert messages_of(twilio.say("Leo", sender=other).data)[0].startswith(help_text)
+
+
+@needs_fixtures
+def test_fixture_eppo_feature_flag_ends_silently_as_studio_does(twilio, app):
+    # Its split reads a widget the flow does not have: noMatch, unwired: Studio ends.
+    assert says(twilio, "eppo_feature_flag") == []
+    assert execution(app).status == "ended"
+
+
+@needs_fixtures
+def test_fixture_daily_sitdown_parent_and_its_subflow(twilio, app):
+    base = "https://ngrok.anthonydellavecchia.com/v1"
+    http = FakeHTTP(
+        {
+            ("POST", f"{base}/users/validate"): {"ok": True},
+            ("GET", f"{base}/users/names"): {"name": "ana"},
+        }
+    )
+    app.extensions["parley"].runner.http = http
+    assert says(twilio, "daily_sitdown_parent") == ["ANA what did you do yesterday?"]
+    assert http.requests[0] == ("POST", f"{base}/users/validate", {"caller": SENDER})
+    assert http.requests[1][:2] == ("GET", f"{base}/users/names?caller=whatsapp%3A%2B15551230007")
+    assert says(twilio, "tests") == ["ANA what will you do today?"]
+    assert says(twilio, "tests") == [
+        "Weren’t you working on that yesterday? Why aren’t you done yet?",
+        "ANA what impediments do you have?",
+    ]
+    assert says(twilio, "none") == [
+        "Thanks, ana now get back to work.\n\nReply with 1 to view the Daily Sit-Down."
+    ]
+    assert says(twilio, "1") == ["https://airtable.com/shrgxvKyKIJ9pJItw"]
+
+
+@needs_fixtures
+def test_fixture_daily_sitdown_an_unknown_caller_is_refused(twilio, app):
+    app.extensions["parley"].runner.http = FakeHTTP({})
+    assert says(twilio, "daily_sitdown_parent") == [
+        "Daily Sit-Down is a sacred ritual, and you are not allowed to join."
+    ]
+
+
+@needs_fixtures
+def test_fixture_webchat_hls_conversations_to_flex(twilio, app):
+    assert says(twilio, "webchat_hls_conversations") == [
+        "Hello! In order for us to assist you today, please answer a few questions.",
+        "Please select a reason for your visit today from the following options:",
+    ]
+    assert says(twilio, "Parking") == ["Are you a new or existing patient?"]
+    assert says(twilio, "New") == ["Please enter your first name."]
+    assert says(twilio, "Ana") == ["Please enter your last name."]
+    assert says(twilio, "Lima") == ["Please enter your date of birth (YYYY-mm-dd)."]
+    assert says(twilio, "1990-01-01") == [
+        "Thank you! Please hold on for just a few moments while I connect you with someone "
+        "who can help."
+    ]
+    held = execution(app)
+    assert held.variables["count"] == "0"  # the loop counter starts at 0, as in Studio
+    attributes = json.loads(held.variables["studio_flex_attributes"])
+    assert attributes["name"] == "Ana Lima" and attributes["dob"] == "1990-01-01"
+    with app.app_context():
+        assert db.session.scalars(sa.select(Conversation.controlled_by)).all() == [
+            "queue:WWd8cd0445d2df474f0744283a8cac96b7"
+        ]
