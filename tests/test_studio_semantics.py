@@ -510,3 +510,33 @@ def test_fixture_webchat_hls_conversations_to_flex(twilio, app):
         assert db.session.scalars(sa.select(Conversation.controlled_by)).all() == [
             "queue:WWd8cd0445d2df474f0744283a8cac96b7"
         ]
+
+
+@pytest.mark.xfail(strict=True, reason="needs turn-service wiring (FlowSet.match by To)")
+def test_each_number_starts_its_own_flow_through_the_webhook(app_config, tmp_path, twilio):
+    # The app fixture already bound send_message to OUR_WHATSAPP; a second brand's
+    # number starts its own imported flow on any message.
+    other = "whatsapp:+14155550002"
+    imported = import_studio(definition("conversation_trigger"), "brand_b", numbers=[other])
+    assert imported.flow["numbers"] == [other]
+    folder = Path(app_config["FLOWS_DIR"])
+    (folder / "brand_b.yaml").write_text(yaml.safe_dump(imported.flow), encoding="utf-8")
+    from app import create_app
+
+    second = create_app(app_config)
+    answers = []
+    try:
+        for sender, to in ((SENDER, other), ("whatsapp:+15551230009", OUR_WHATSAPP)):
+            form = twilio.form("hello", sender=sender, to=to)
+            response = second.test_client().post(
+                twilio.path, data=form, headers={"X-Twilio-Signature": twilio.sign(form)}
+            )
+            answers.append(messages_of(response.data))
+    finally:
+        with second.app_context():
+            db.session.remove()
+            db.engine.dispose()
+    assert answers == [
+        [f"{SENDER} wrote hello on WHATSAPP"],
+        ["Hi whatsapp:+15551230009, you wrote: hello", "Bye!"],
+    ]
