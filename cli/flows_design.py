@@ -20,7 +20,7 @@ from engine.flow import Flow, FlowProblem, load_flow_files, parse_flow
 from engine.graph import dot_nodes, edges, mermaid
 from engine.schema import SCHEMA_FILE, modeline_problem, schema_text
 from engine.templating import Templates
-from engine.validate import validate_flows
+from engine.validate import file_problems, partial_problems, validate_flows
 
 
 def validate_path(target: Path, templates: Templates) -> tuple[list[Flow], list[FlowProblem]]:
@@ -29,10 +29,21 @@ def validate_path(target: Path, templates: Templates) -> tuple[list[Flow], list[
     Returns:
         The flows that parsed, and every problem (errors and warnings) in file order.
     """
+    paths = [target]
     if target.is_dir():
         flows, problems = load_flow_files(target)
+        parsed = {flow.source for flow in flows}
+        paths = [
+            path
+            for path in sorted([*target.glob("*.yaml"), *target.glob("*.yml")])
+            if not path.name.startswith("_") and str(path) not in parsed
+        ]
+        for path in paths:  # shape errors: the graph checks of the steps that parsed
+            problems = problems + partial_problems(
+                path.read_text(encoding="utf-8"), str(path), templates
+            )
     else:
-        flow, problems = parse_flow(target.read_text(encoding="utf-8"), str(target))
+        flow, problems = file_problems(target, templates)
         flows = [flow] if flow else []
     problems = problems + validate_flows(flows, templates, warnings=True)
     for flow in flows:

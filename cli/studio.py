@@ -31,6 +31,14 @@ studio_cli = AppGroup(
 @click.option("--id", "flow_id", help="The flow id (default: from the output or source name).")
 @click.option("--functions-url", help="Twilio Functions base URL run-function widgets call.")
 @click.option(
+    "--number",
+    "numbers",
+    multiple=True,
+    metavar="ADDRESS",
+    help="Bind the flow to a number it answers on (+1…, whatsapp:+1…; repeatable): "
+    "any message there starts it, as on Studio's number.",
+)
+@click.option(
     "--subflow",
     "subflows",
     multiple=True,
@@ -42,12 +50,14 @@ def import_command(
     output: Path | None,
     flow_id: str | None,
     functions_url: str | None,
+    numbers: tuple[str, ...],
     subflows: tuple[str, ...],
 ) -> None:
     """Import SOURCE (a Studio flow's JSON) and report each widget not imported.
 
-    Exits 1 when SOURCE is not a Studio flow definition; widgets left out are
-    reported on standard error, and the rest is still written.
+    Exits 1 when SOURCE is not a Studio flow definition; widgets left out,
+    and what the import changed to keep Studio's behaviour, are reported on
+    standard error, and the rest is still written.
     """
     name = flow_id or (output or source).stem.split(".")[0]
     name = re.sub(r"[^a-z0-9_-]", "_", name.lower()).strip("_-") or "studio_flow"
@@ -61,7 +71,13 @@ def import_command(
         definition = json.loads(source.read_text(encoding="utf-8"))
         if not isinstance(definition, dict):
             raise StudioImportError("the file is not a JSON object")
-        imported = import_studio(definition, name, functions_url=functions_url, subflows=mapping)
+        imported = import_studio(
+            definition,
+            name,
+            functions_url=functions_url,
+            subflows=mapping,
+            numbers=list(numbers) or None,
+        )
     except (json.JSONDecodeError, StudioImportError) as error:
         click.echo(f"{source}: {error}", err=True)
         sys.exit(1)
@@ -75,6 +91,8 @@ def import_command(
     else:
         output.write_text(text, encoding="utf-8")
         click.echo(f"wrote {output} (flow {name!r})", err=True)
+    for change in imported.changes:
+        click.echo(f"changed: {change}", err=True)
     for warning in imported.warnings:
         click.echo(f"warning: {warning}", err=True)
     for skipped in imported.skipped:

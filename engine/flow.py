@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.ports import ExecutionState, FlowArchive
-from engine.steps import Step, step_kind
+from engine.steps import Step, StepBase, step_kind
 from engine.steps.ask import fold
 from engine.steps.paywall import PaywallTexts
+
+_STEP: TypeAdapter[Any] = TypeAdapter(Step)
 
 DEFAULT_FALLBACK = "Sorry, I'm having trouble right now. Please try again in a minute."
 
@@ -52,7 +65,17 @@ class Flow(BaseModel):
     description: str = ""
     """What the flow is for, in a sentence."""
     trigger: Trigger = Trigger()
-    """Keywords that start it, and whether it is the default flow."""
+    """Keywords that start it, and whether it is the default flow (of its numbers,
+    when it has ``numbers``)."""
+    numbers: list[str] = []
+    """The numbers it answers on, as a Studio flow is bound to a number
+    (``whatsapp:+14155238886``, ``+14155238886``): it starts only for messages
+    written to one of them, and the only flow bound to a number starts on any
+    message there. Empty: every number."""
+    responders: bool = True
+    """Whether the responders of ``_settings.yaml`` (opt-out keywords, reset
+    code, welcome, after-hours) answer before this flow; imported Studio flows
+    say ``false``, as Studio has no global keywords."""
     llm: LLMDefaults = LLMDefaults()
     """Defaults for its ``llm`` steps."""
     entitlement: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
@@ -76,6 +99,20 @@ class Flow(BaseModel):
     step_map: dict[str, str] = {}
     """``{old_step: new_step}`` for steps renamed since the last version; implies
     ``on_change: move``."""
+
+    @field_validator("numbers")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for number in value:
+            if not re.fullmatch(r"(?:whatsapp:)?\+[1-9][0-9]{6,14}", number):
+                raise ValueError(
+                    f"{number!r} is not a number: write +14155238886 or whatsapp:+14155238886"
+                )
+        return value
+
+    def answers_on(self, address: str | None) -> bool:
+        """Whether a message written to `address` (Twilio's ``To``) may start this flow."""
+        return not self.numbers or address is None or address in self.numbers
 
     @model_validator(mode="after")
     def _step_map_moves(self) -> Flow:
@@ -283,6 +320,79 @@ def parse_flow(text: str, source: str) -> tuple[Flow | None, list[FlowProblem]]:
     return flow, []
 
 
+class UnparsedStep(StepBase):
+    """A step whose shape is wrong, kept in a partial flow for the graph checks.
+
+    It leads where its raw ``next``, ``then``, ``else``, ``success``, ``fail``
+    and ``timeout.next`` say, and counts as waiting (no loop is blamed on it).
+    """
+
+    kind: ClassVar[str] = "unparsed"
+    waits: ClassVar[bool] = True
+
+    raw_targets: list[str] = Field(default_factory=list)
+    """The step ids its raw definition names."""
+
+    def targets(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
+        """Each step id the raw definition names."""
+        for target in self.raw_targets:
+            yield (), target
+
+
+def _raw_targets(raw: Any) -> list[str]:
+    """Step ids named by a raw step's transition keys, however wrong its shape."""
+    found: list[str] = []
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            if key in ("next", "then", "else", "success", "fail") and isinstance(value, str):
+                found.append(value)
+            elif isinstance(value, dict | list):
+                found.extend(_raw_targets(value))
+    elif isinstance(raw, list):
+        for item in raw:
+            found.extend(_raw_targets(item))
+    return found
+
+
+def partial_flow(text: str, source: str) -> Flow | None:
+    """The flow of a file with shape errors, with only the steps that parsed.
+
+    Each step that did not parse is an `UnparsedStep`, so that the graph checks
+    (unknown targets, missing ``else``, loops, prompts) still run on the others:
+    one ``flows validate`` shows every mistake.
+
+    Returns:
+        The partial flow, or None when the problem is outside the steps (or
+        no step parsed), which leaves nothing to check.
+    """
+    try:
+        data = yaml.safe_load(text)
+        lines, _ = yaml_lines(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), dict):
+        return None
+    good: dict[str, Any] = {}
+    bad: dict[str, Any] = {}
+    for step_id, raw in data["steps"].items():
+        try:
+            _STEP.validate_python(raw)
+            good[str(step_id)] = raw
+        except ValidationError:
+            bad[str(step_id)] = raw
+    if not bad or not good:
+        return None
+    try:
+        flow = Flow.model_validate({**data, "steps": good})
+    except ValidationError:
+        return None
+    for step_id, raw in bad.items():
+        flow.steps[step_id] = UnparsedStep(raw_targets=_raw_targets(raw))  # type: ignore[assignment]
+    flow._source = source
+    flow._lines = lines
+    return flow
+
+
 def _line(lines: dict[Location, int], location: Location) -> int:
     for end in range(len(location), 0, -1):
         if tuple(location[:end]) in lines:
@@ -356,13 +466,45 @@ class FlowSet:
         """The flow whose trigger says ``default: true``, if any."""
         return next((flow for flow in self.flows.values() if flow.trigger.default), None)
 
-    def match(self, text: str) -> Flow | None:
-        """The flow a message starts: by keyword, else the default flow."""
+    def match(self, text: str, address: str | None = None) -> Flow | None:
+        """The flow a message starts, among those that answer on `address`.
+
+        A keyword, else the default flow bound to `address`, else the only flow
+        bound to `address` (a number with one flow starts it on any message, as
+        Studio does), else the default flow of every number.
+
+        Args:
+            text: The message.
+            address: The number it was written to (Twilio's ``To``); None: any.
+        """
         folded = fold(text)
-        for flow in self.flows.values():
+        candidates = [flow for flow in self.flows.values() if flow.answers_on(address)]
+        bound = [flow for flow in candidates if flow.numbers and address is not None]
+        for flow in bound + candidates:
             if any(fold(keyword) == folded for keyword in flow.trigger.keywords):
                 return flow
-        return self.default
+        for flow in bound:
+            if flow.trigger.default:
+                return flow
+        if len(bound) == 1:
+            return bound[0]
+        return next((flow for flow in candidates if flow.trigger.default), None)
+
+    def responders_apply(self, flow_id: str | None, text: str, address: str | None = None) -> bool:
+        """Whether the responders answer before the flow in this turn.
+
+        Args:
+            flow_id: The flow of the contact's open execution, or None.
+            text: The inbound message.
+            address: The number it was written to (Twilio's ``To``).
+
+        Returns:
+            The ``responders`` setting of the execution's flow, else of the flow
+            the message would start; True when no flow would run.
+        """
+        flow = self.flows.get(flow_id) if flow_id else None
+        flow = flow or self.match(text, address)
+        return flow.responders if flow is not None else True
 
 
 def load_flow_files(flows_dir: Path) -> tuple[list[Flow], list[FlowProblem]]:

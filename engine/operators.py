@@ -18,9 +18,11 @@ ignore case, accents and surrounding spaces and punctuation, as Studio's
 string operators ignore case and as ``ask`` matches choices: ``"Sléep! "`` is
 equal to ``"sleep"``. ``regex`` searches the text as written, case-insensitively
 (write ``(?-i)`` at the start of the pattern for case-sensitive matching).
-``greater_than`` and ``less_than`` compare numbers; a value that is not a
-number makes the condition fail with an error (the step answers with the flow's
-fallback) rather than silently count as "no".
+``greater_than`` and ``less_than`` compare numbers. As in Studio, a value that
+is empty or not a number does not match (Studio takes ``noMatch``), and the
+comparison is logged (``flow.operator.not_a_number``) so it is not silent; a
+value to compare with that is not a number is the designer's mistake and fails
+the condition with an error.
 
 ``matches_any_of`` takes a list, or a comma-separated string as Studio does
 (``'sleep, rest'``).
@@ -28,6 +30,7 @@ fallback) rather than silently count as "no".
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -35,6 +38,8 @@ from typing import Any
 from jinja2 import Undefined
 
 from engine.text import fold
+
+log = logging.getLogger("parley.engine")
 
 
 def _text(value: Any) -> str:
@@ -107,22 +112,34 @@ def regex(value: Any, pattern: Any) -> bool:
     return re.search(_text(pattern), _text(value), flags=re.IGNORECASE) is not None
 
 
+def _compared(value: Any, other: Any, operator: str) -> tuple[float, float] | None:
+    """Both sides as numbers; None (no match) when `value` is empty or not a number."""
+    limit = _number(other, operator)
+    try:
+        return _number(value, operator), limit
+    except ValueError:
+        log.info("flow.operator.not_a_number operator=%s", operator)
+        return None
+
+
 def greater_than(value: Any, other: Any) -> bool:
-    """The number is greater than `other`.
+    """The number is greater than `other`; False when the value is not a number (Studio).
 
     Raises:
-        ValueError: either side is not a number.
+        ValueError: `other` is not a number.
     """
-    return _number(value, "greater_than") > _number(other, "greater_than")
+    pair = _compared(value, other, "greater_than")
+    return pair is not None and pair[0] > pair[1]
 
 
 def less_than(value: Any, other: Any) -> bool:
-    """The number is less than `other`.
+    """The number is less than `other`; False when the value is not a number (Studio).
 
     Raises:
-        ValueError: either side is not a number.
+        ValueError: `other` is not a number.
     """
-    return _number(value, "less_than") < _number(other, "less_than")
+    pair = _compared(value, other, "less_than")
+    return pair is not None and pair[0] < pair[1]
 
 
 def is_blank(value: Any) -> bool:

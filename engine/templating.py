@@ -10,7 +10,7 @@ wrong branch. What a contact types reaches templates only as data (`input.text`,
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,10 @@ class Templates:
         self._cache: dict[str, Template] = {}
         self._expressions: dict[str, Any] = {}
         self.env_names = env_names
+        #: Checks of filters whose input is a template in another language, by
+        #: filter name: ``check(text)`` lists what is wrong with `text` (the
+        #: ``liquid`` filter's Liquid source: integrations/liquid.py).
+        self.literal_checks: dict[str, Callable[[str], list[str]]] = {}
         self.env = ImmutableSandboxedEnvironment(
             undefined=StrictUndefined,
             autoescape=False,
@@ -155,9 +159,23 @@ class Templates:
         expression = expression_of(source, bare=bare)
         text = source if expression is None else "{{ " + expression + " }}"
         try:
-            return self.env.parse(text)
+            tree = self.env.parse(text)
         except TemplateError as error:
             raise TemplateFailure(source, str(error)) from error
+        unknown = self.unknown_filters_and_tests(tree)
+        if unknown:
+            raise TemplateFailure(source, unknown)
+        return tree
+
+    def unknown_filters_and_tests(self, tree: nodes.Template) -> str | None:
+        """What a syntax tree uses that the environment lacks (Jinja says so only
+        when it compiles), e.g. ``no filter named 'shout'``; None when nothing."""
+        for node in tree.find_all((nodes.Filter, nodes.Test)):
+            known = self.env.filters if isinstance(node, nodes.Filter) else self.env.tests
+            if node.name not in known:
+                kind = "filter" if isinstance(node, nodes.Filter) else "test"
+                return f"no {kind} named {node.name!r}"
+        return None
 
     def parse_prompt(self, name: str) -> nodes.Template:
         """The syntax tree of a prompt file.
@@ -167,9 +185,13 @@ class Templates:
         """
         try:
             source, _, _ = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
-            return self.env.parse(source)
+            tree = self.env.parse(source)
         except (TemplateError, AttributeError) as error:
             raise TemplateFailure(name, f"{type(error).__name__}: {error}") from error
+        unknown = self.unknown_filters_and_tests(tree)
+        if unknown:
+            raise TemplateFailure(name, unknown)
+        return tree
 
 
 def _reason(error: Exception) -> str:

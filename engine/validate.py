@@ -22,7 +22,17 @@ from typing import Any
 from jinja2 import meta, nodes
 
 from engine import checks
-from engine.flow import Flow, FlowError, FlowProblem, FlowSet, Location, load_flow_files
+from engine.flow import (
+    Flow,
+    FlowError,
+    FlowProblem,
+    FlowSet,
+    Location,
+    UnparsedStep,
+    load_flow_files,
+    parse_flow,
+    partial_flow,
+)
 from engine.steps.ask import fold
 from engine.steps.base import StepBase, TemplateUse, Transition
 from engine.steps.branch import BranchStep
@@ -214,6 +224,7 @@ class _NameChecker:
         except TemplateFailure as error:
             self.report.add(location, f"template syntax error: {error.reason}")
             return
+        self._check_literals(location, tree)
         if self._check_names(location, tree, use.extra_names, where="", available=available):
             return
         extra: dict[str, Any] = {name: checks.Sample(name) for name in use.extra_names}
@@ -224,6 +235,25 @@ class _NameChecker:
         )
         if undefined:
             self._undefined(location, undefined, where="")
+
+    def _check_literals(self, location: Location, tree: nodes.Template) -> None:
+        """Templates in another language given to a filter (``"…" | liquid``).
+
+        Warnings: the Liquid of an imported Studio flow renders leniently, as
+        in Studio, so the flow still loads as it ran there.
+        """
+        for node in tree.find_all(nodes.Filter):
+            check = self.templates.literal_checks.get(node.name)
+            if check is None or not isinstance(node.node, nodes.Const):
+                continue
+            for reason in check(str(node.node.value)):
+                self.report.add(
+                    location,
+                    f"{node.name} template error: {reason}",
+                    "it renders leniently, as in Studio: an unknown tag or filter is "
+                    "ignored, the text from a syntax error on is sent as written; fix it",
+                    warning=True,
+                )
 
     def _undefined(self, location: Location, undefined: str, where: str) -> None:
         self.report.add(
@@ -354,7 +384,7 @@ def validate_flows(
             defaults.append(flow)
         for index, keyword in enumerate(flow.trigger.keywords):
             other = keywords.setdefault(fold(keyword), flow)  # as `FlowSet.match` folds
-            if other is not flow:
+            if other is not flow and _share_a_number(flow, other):
                 problems.append(
                     FlowProblem(
                         flow.source,
@@ -363,17 +393,33 @@ def validate_flows(
                         flow_id=flow.id,
                     )
                 )
-    for flow in defaults[1:]:
+    for index, flow in enumerate(defaults):
+        # One default per number: flows bound to different numbers each have theirs.
+        other = next((o for o in defaults[:index] if _same_numbers_overlap(o, flow)), None)
+        if other is None:
+            continue
         problems.append(
             FlowProblem(
                 flow.source,
                 flow.line_of(("trigger", "default")),
-                f"more than one default flow: {defaults[0].id!r} is the default already",
+                f"more than one default flow: {other.id!r} is the default already",
                 flow_id=flow.id,
             )
         )
     problems.extend(_check_flows_used(by_id))
     return problems if warnings else [problem for problem in problems if not problem.warning]
+
+
+def _share_a_number(flow: Flow, other: Flow) -> bool:
+    """Whether a message could reach both flows (a flow with no numbers answers on all)."""
+    return not flow.numbers or not other.numbers or bool(set(flow.numbers) & set(other.numbers))
+
+
+def _same_numbers_overlap(flow: Flow, other: Flow) -> bool:
+    """Whether two default flows compete: both unbound, or bound to a common number."""
+    if not flow.numbers and not other.numbers:
+        return True
+    return bool(set(flow.numbers) & set(other.numbers))
 
 
 def _check_flows_used(by_id: dict[str, Flow]) -> Iterator[FlowProblem]:
@@ -391,6 +437,40 @@ def _check_flows_used(by_id: dict[str, Flow]) -> Iterator[FlowProblem]:
                         flow_id=flow.id,
                         step_id=step_id,
                     )
+
+
+def partial_problems(text: str, source: str, templates: Templates) -> list[FlowProblem]:
+    """The graph and template problems of the steps that parsed, in a file with shape errors.
+
+    Args:
+        text: The flow file's YAML.
+        source: Its name, for problems.
+        templates: The Jinja environment, with the prompts folder.
+
+    Returns:
+        Errors and warnings of the steps that parsed (none of those that did
+        not: their shape problems come from `engine.flow.parse_flow`).
+    """
+    flow = partial_flow(text, source)
+    if flow is None:
+        return []
+    unparsed = {step_id for step_id, step in flow.steps.items() if isinstance(step, UnparsedStep)}
+    problems = validate_flow(flow, templates)
+    return [problem for problem in problems if problem.step_id not in unparsed]
+
+
+def file_problems(path: Path, templates: Templates) -> tuple[Flow | None, list[FlowProblem]]:
+    """Parse one flow file; when its shape is wrong, check the steps that parsed too.
+
+    Returns:
+        The flow (None when its shape is wrong) and its shape problems, with
+        those of `partial_problems` when it did not parse.
+    """
+    text = path.read_text(encoding="utf-8")
+    flow, problems = parse_flow(text, str(path))
+    if flow is None:
+        problems = problems + partial_problems(text, str(path), templates)
+    return flow, problems
 
 
 def load_flows(flows_dir: Path, templates: Templates) -> FlowSet:

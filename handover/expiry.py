@@ -1,5 +1,9 @@
 """Handovers nobody accepted in time: to the next available agent, or back to the bot.
 
+A handover to a Flex workflow's queue (``queue:WW…``, an imported Studio
+*Send to Flex*) never expires: as a Flex task, the contact stays queued until
+an agent answers.
+
 The ``clock`` process (`cli.runtime.run_tick`) and ``flask handover expire``
 run `expire_due_handovers` with the app's settings.
 """
@@ -7,6 +11,7 @@ run `expire_due_handovers` with the app's settings.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +63,9 @@ def expire_handovers(
         if last is None or last.kind != "handover" or as_utc(last.created_at) > cutoff:
             session.rollback()
             continue
+        if is_flex_queue(last.target):
+            session.rollback()
+            continue
         following = pick(session, _tried(session, conversation_id)) if pick else None
         if following is not None:
             conversation.controlled_by = following
@@ -70,6 +78,11 @@ def expire_handovers(
         session.commit()
         expired += 1
     return expired, ids
+
+
+def is_flex_queue(target: str | None) -> bool:
+    """Whether a handover target is a Flex workflow's queue (``queue:WW`` + 32 hex digits)."""
+    return bool(target) and re.fullmatch(r"queue:WW[0-9a-fA-F]{32}", target) is not None
 
 
 def _tried(session: Session, conversation_id: int) -> set[str]:

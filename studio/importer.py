@@ -3,24 +3,40 @@
 The Studio JSON (https://www.twilio.com/docs/studio/rest-api/v2/flow: ``description``,
 ``states``, ``initial_state``, ``flags``) becomes a flow dict ready for YAML:
 
-* ``trigger``: the flow starts where its message trigger (``incomingMessage``,
-  ``incomingConversationMessage``, ``incomingRequest``, ``incomingParent``) leads
+* ``trigger``: the flow starts where its trigger's messaging events
+  (``incomingMessage``, ``incomingConversationMessage``, ``incomingRequest``,
+  ``incomingParent``) lead: a message where the message event leads, a start
+  with no message (``POST /api/v1/executions``) where the REST one does. With
+  `numbers` the flow is bound to those numbers and starts on any message there,
+  as a Studio flow does on its number; without, its id is its keyword.
 * ``send-message`` → ``say`` (with ``media``); ``send-and-wait-for-reply`` → ``ask``
-  (free text, its ``timeout`` in seconds kept as ``timeout: {after, next}``)
+  (free text, its ``timeout`` in seconds kept as ``timeout: {after, next}``; a
+  timeout Studio leaves unwired ends the execution, as Studio does)
 * ``split-based-on`` → ``branch``: every condition an operator test
   (engine/operators.py), conditions of one transition joined with ``and``,
   ``noMatch`` the ``else``
-* ``set-variables`` → ``set``; ``make-http-request`` → ``http`` (JSON or form);
-  ``run-function`` → an ``http`` POST to the function's URL (under
-  ``functions_url`` when given: the exported URL's path, or ``/<widget name>``
-  when the export has none); ``run-subflow`` → ``call`` (Studio flow SIDs
-  mapped to Parley flow ids by `subflows`); ``send-to-flex`` → ``handover``
+* ``set-variables`` → ``set``; ``make-http-request`` → ``http`` (a GET's
+  parameters as the query string; a POST's as a form, or its body as JSON text,
+  per ``content_type``); ``run-function`` → an ``http`` POST to the function's
+  URL (under ``functions_url`` when given: the exported URL's path, or
+  ``/<widget name>`` when the export has none; with no URL at all it takes its
+  ``fail`` transition, reported); ``run-subflow`` → ``call`` (Studio flow SIDs
+  mapped to Parley flow ids by `subflows`); ``send-to-flex`` → a ``set`` of
+  ``studio_flex`` (workflow, channel) and ``studio_flex_attributes`` (the
+  rendered attributes JSON), then a ``handover`` to the
+  queue named by the workflow, where the contact stays until an agent answers
+* a ``failed``/``fail`` or ``noMatch`` transition Studio leaves unwired ends
+  the execution silently, as Studio does (no fallback text)
+* the flow says ``responders: false``: no opt-out keyword, reset code, welcome
+  or after-hours reply answers for it (Studio has no global keywords; on SMS,
+  Twilio's Messaging Service answers STOP/START/HELP itself)
 
 Every Studio template stays Liquid and is rendered at run time by the
 ``liquid`` filter (integrations/liquid.py). A widget that cannot be imported
 (voice-only, an unknown type, a missing URL…) is named in the report with why,
 and becomes a ``set`` step that passes on to where its first transition led, so
-the rest of the flow still runs.
+the rest of the flow still runs. What the import changed from a literal
+translation, and why, is in `Imported.changes`.
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from engine.operators import OPERATORS
+from integrations.liquid import DATA_VARIABLE, EVENT_VARIABLE
 
 #: Trigger events of the messaging channels.
 MESSAGE_EVENTS = (
@@ -96,6 +113,8 @@ class Imported:
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     """Problems the Studio flow has itself (a template naming a widget that does not exist)."""
+    changes: list[str] = field(default_factory=list)
+    """What the import did beyond a literal translation, and why (Studio's defaults)."""
 
 
 def liquid(source: Any) -> Any:
@@ -127,6 +146,7 @@ def import_studio(
     *,
     functions_url: str | None = None,
     subflows: Mapping[str, str] | None = None,
+    numbers: list[str] | None = None,
 ) -> Imported:
     """Import a Studio flow definition.
 
@@ -136,6 +156,8 @@ def import_studio(
         functions_url: The Twilio Functions base URL (``https://x-1234.twil.io``)
             that ``run-function`` widgets call (their path kept).
         subflows: Studio flow SIDs (``FW…``) → Parley flow ids, for ``run-subflow``.
+        numbers: The numbers the flow answers on (``whatsapp:+1…``, ``+1…``),
+            as a Studio flow is bound to its number: it is their default flow.
 
     Returns:
         The flow and the widgets not imported.
@@ -149,9 +171,10 @@ def import_studio(
     names = {state.get("name") for state in states if isinstance(state, Mapping)}
     result = Imported(flow={})
     steps: dict[str, Any] = {}
-    needs_end = False
-    start = None
+    ends = _Ends()
+    starts: dict[str, str] = {}
     variables: dict[str, Any] = {}
+    voice: set[str] = set()
 
     def target(name: Any) -> str | None:
         return name if isinstance(name, str) and name in names else None
@@ -159,7 +182,7 @@ def import_studio(
     for state in states:
         name, kind = str(state.get("name")), str(state.get("type"))
         props = state.get("properties") or {}
-        for widget in sorted(set(re.findall(r"widgets\.(\w+)", json.dumps(props))) - names):
+        for widget in sorted(set(re.findall(r"widgets\.([\w-]+)", json.dumps(props))) - names):
             result.warnings.append(
                 f"{name}: its templates name widget {widget!r}, which is not in the flow"
             )
@@ -167,10 +190,7 @@ def import_studio(
             t.get("event"): target(t.get("next")) for t in state.get("transitions") or []
         }
         if kind == "trigger":
-            for event in MESSAGE_EVENTS:
-                if transitions.get(event):
-                    start = transitions[event]
-                    break
+            starts = {e: to for e in MESSAGE_EVENTS if (to := transitions.get(e))}
             ignored = [e for e, to in transitions.items() if to and e not in MESSAGE_EVENTS]
             for event in ignored:
                 result.skipped.append(Skipped(name, kind, f"trigger {event!r} is voice-only"))
@@ -185,41 +205,118 @@ def import_studio(
                 name,
                 functions_url,
                 subflows or {},
-                variables,
+                ends,
+                result,
             )
         except _NotImported as problem:
             result.skipped.append(Skipped(name, kind, str(problem)))
+            if kind in VOICE_WIDGETS:
+                voice.add(name)
             first = next((to for to in transitions.values() if to), None)
             step = {"set": {"studio_skipped": name}}
             if first:
                 step["next"] = first
-        if step.pop("_needs_end", False):
-            needs_end = True
+        if kind == "send-to-flex" and "handover" in step:
+            steps[name] = {"set": step.pop("_flex"), "next": f"{name}_flex"}
+            steps[f"{name}_flex"] = step
+            continue
         steps[name] = step
-    if start is None:
+    if not starts:
         raise StudioImportError("the flow has no messaging trigger leading to a widget")
-    reachable = _reachable(steps, start)
+    reachable: set[str] = set()
+    for start in starts.values():
+        reachable |= _reachable(steps, start)
     for name in [name for name in steps if name not in reachable]:
-        kind = next(str(s.get("type")) for s in states if s.get("name") == name)
-        result.skipped.append(Skipped(name, kind, "unreachable from the messaging trigger"))
+        if name.endswith("_flex") and name.removesuffix("_flex") in reachable:
+            continue
+        if name not in voice:  # reported once, as voice-only
+            kind = next((str(s.get("type")) for s in states if s.get("name") == name), "?")
+            result.skipped.append(Skipped(name, kind, "unreachable from the messaging trigger"))
         del steps[name]
-    if needs_end:
+    if ends.used:
         steps[END_STEP] = {"end": True}
-    # Studio's `trigger.message.Body` is the message that started the flow: keep it.
-    steps = {TRIGGER_STEP: {"set": {TRIGGER_BODY: "{{ input.text }}"}, "next": start}, **steps}
-    start = TRIGGER_STEP
+    steps = {TRIGGER_STEP: _trigger_step(starts), **steps}
     variables[TRIGGER_BODY] = ""
     flow: dict[str, Any] = {
         "id": flow_id,
         "description": str(definition.get("description") or f"Imported from Studio: {flow_id}"),
-        "trigger": {"keywords": [flow_id]},
     }
+    if numbers:
+        flow["numbers"] = list(numbers)
+        flow["trigger"] = {"default": True}
+        result.changes.append(
+            f"bound to {', '.join(numbers)}: any message there starts the flow, as on "
+            "Studio's number"
+        )
+    else:
+        flow["trigger"] = {"keywords": [flow_id]}
+        result.changes.append(
+            f"starts on the keyword {flow_id!r}; bind it to its number (--number) and any "
+            "message there starts it, as in Studio"
+        )
+    flow["responders"] = False
+    result.changes.append(
+        "responders: false: no opt-out keyword, reset code, welcome or after-hours reply "
+        "answers before it (Studio has none; on SMS, Twilio answers STOP/START/HELP itself)"
+    )
+    result.changes.extend(ends.reasons())
     variables.setdefault("studio_skipped", "")
     flow["variables"] = variables
-    flow["start"] = start
+    flow["start"] = TRIGGER_STEP
     flow["steps"] = steps
     result.flow = flow
     return result
+
+
+def _trigger_step(starts: Mapping[str, str]) -> dict[str, Any]:
+    """The first step: keeps what started the flow, then goes where that event leads.
+
+    A turn with an inbound message is a message event (``incomingMessage``, else
+    ``incomingConversationMessage``); one with none is ``incomingRequest`` (a
+    start through ``POST /api/v1/executions``), else ``incomingParent``.
+    """
+    message = next((e for e in MESSAGE_EVENTS[:2] if e in starts), None)
+    other = next((e for e in MESSAGE_EVENTS[2:] if e in starts), None)
+    keep: dict[str, Any] = {
+        TRIGGER_BODY: "{{ input.text }}",
+        DATA_VARIABLE: "{{ dict(vars) }}",
+    }
+    if message and other:
+        keep[EVENT_VARIABLE] = f"{{{{ '{message}' if input.channel is defined else '{other}' }}}}"
+        if starts[message] == starts[other]:
+            return {"set": keep, "next": starts[message]}
+        return {
+            "set": keep,
+            "next": [
+                {"if": "input.channel is defined", "then": starts[message]},
+                {"else": starts[other]},
+            ],
+        }
+    event = message or other
+    assert event is not None
+    keep[EVENT_VARIABLE] = event
+    return {"set": keep, "next": starts[event]}
+
+
+class _Ends:
+    """Where Studio ends an execution silently: the transitions left unwired, counted."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    @property
+    def used(self) -> bool:
+        return bool(self.counts)
+
+    def end(self, why: str) -> str:
+        self.counts[why] = self.counts.get(why, 0) + 1
+        return END_STEP
+
+    def reasons(self) -> list[str]:
+        return [
+            f"{count} unwired {why} transition(s) end the execution silently, as in Studio"
+            for why, count in sorted(self.counts.items())
+        ]
 
 
 class _NotImported(Exception):
@@ -254,7 +351,8 @@ def _step(
     name: str,
     functions_url: str | None,
     subflows: Mapping[str, str],
-    variables: dict[str, Any],
+    ends: _Ends,
+    result: Imported,
 ) -> dict[str, Any]:
     """One widget as a Parley step. Raises `_NotImported` with the reason."""
     if kind in VOICE_WIDGETS:
@@ -266,12 +364,12 @@ def _step(
         return _then(step, transitions.get("sent"))
     if kind == "send-and-wait-for-reply":
         step = {"ask": liquid(props.get("body", ""))}
-        after = _seconds(props.get("timeout"))
-        if after and transitions.get("timeout"):
-            step["timeout"] = {"after": after, "next": transitions["timeout"]}
+        after = _seconds(props.get("timeout")) or "3600s"  # Studio's default: an hour
+        timeout = transitions.get("timeout") or ends.end("timeout")
+        step["timeout"] = {"after": after, "next": timeout}
         return _then(step, transitions.get("incomingMessage"))
     if kind == "split-based-on":
-        return _split(props, raw, names)
+        return _split(props, raw, names, ends)
     if kind == "set-variables":
         values = {}
         for item in props.get("variables") or []:
@@ -279,22 +377,32 @@ def _step(
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
                 raise _NotImported(f"variable name {key!r} is not a Parley name")
             values[key] = liquid(item.get("value", ""))
-            variables.setdefault(key, "")
         return _then({"set": values}, transitions.get("next"))
     if kind == "make-http-request":
         spec = _http(props)
-        return _http_step(spec, transitions.get("success"), transitions.get("failed"))
+        failed = transitions.get("failed") or ends.end("failed")
+        return _http_step(spec, transitions.get("success"), failed)
     if kind == "run-function":
         url = str(props.get("url") or "")
         if functions_url:  # the export's path kept, else the widget's name
             url = functions_url.rstrip("/") + (urlsplit(url).path if url else f"/{name}")
         if not url:
-            raise _NotImported("no function URL (export the flow after deploying the function)")
+            result.skipped.append(
+                Skipped(
+                    name,
+                    kind,
+                    "no function URL: it takes its `fail` transition (give --functions-url, "
+                    "or export the flow after deploying the function)",
+                )
+            )
+            # Without a `fail` transition, the flow ends there, silently (no `next`).
+            return _then({"set": {"studio_skipped": name}}, transitions.get("fail"))
+        failed = transitions.get("fail") or ends.end("fail")
         form = {
             str(p.get("key")): liquid(p.get("value", "")) for p in props.get("parameters") or []
         }
         spec = {"method": "POST", "url": url, **({"form": form} if form else {})}
-        return _http_step(spec, transitions.get("success"), transitions.get("fail"))
+        return _http_step(spec, transitions.get("success"), failed)
     if kind == "run-subflow":
         sid = str(props.get("flow_sid") or "")
         if sid not in subflows:
@@ -307,7 +415,15 @@ def _step(
             step["with"] = given
         return _then(step, transitions.get("completed"))
     if kind == "send-to-flex":
-        return {"handover": "available"}
+        workflow = str(props.get("workflow") or "")
+        flex = {
+            # Stored as written (a `set` does not render a mapping's values).
+            "studio_flex": {"workflow": workflow, "channel": str(props.get("channel") or "")},
+            "studio_flex_attributes": liquid(props.get("attributes") or "{}"),
+        }
+        # The contact waits in the workflow's queue until an agent answers (Studio's
+        # Flex task); `handover/expiry.py` never hands a `queue:WW…` back to the bot.
+        return {"handover": f"queue:{workflow or 'flex'}", "_flex": flex}
     raise _NotImported(f"widget type {kind!r} is not supported")
 
 
@@ -318,51 +434,26 @@ def _then(step: dict[str, Any], to: str | None) -> dict[str, Any]:
 
 
 def _http(props: Mapping[str, Any]) -> dict[str, Any]:
+    """A *Make HTTP Request* as Studio sends it: a GET's parameters in the query
+    string; a POST's as a form, or its body as JSON text, per ``content_type``."""
     method = str(props.get("method") or "GET").upper()
     url = str(props.get("url") or "")
     if not url:
         raise _NotImported("no URL")
     spec: dict[str, Any] = {"method": method, "url": liquid(url)}
     content_type = str(props.get("content_type") or "")
+    parameters = {
+        str(p.get("key")): liquid(p.get("value", "")) for p in props.get("parameters") or []
+    }
     if method == "GET":
+        if parameters:
+            spec["query"] = parameters
         return spec
     if "json" in content_type:
-        body = str(props.get("body") or "{}")
-        outputs: list[str] = []
-
-        def hold(match: re.Match[str]) -> str:
-            outputs.append(match.group(0))
-            return f"@@studio{len(outputs) - 1}@@"
-
-        # Liquid outputs become placeholders (quoted where they stand bare,
-        # e.g. `"n": {{x}}`) so that the JSON skeleton parses.
-        skeleton = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", hold, body, flags=re.S)
-        skeleton = re.sub(r"([:\[,]\s*)(@@studio\d+@@)", r'\1"\2"', skeleton)
-        try:
-            data = json.loads(skeleton)
-        except json.JSONDecodeError as error:
-            raise _NotImported(f"the JSON body does not parse: {error}") from None
-        if not isinstance(data, dict):
-            raise _NotImported("the JSON body is not an object")
-        spec["json"] = _fill(data, outputs)
-    else:
-        form = {
-            str(p.get("key")): liquid(p.get("value", "")) for p in props.get("parameters") or []
-        }
-        if form:
-            spec["form"] = form
+        spec["json_text"] = liquid(str(props.get("body") or "{}"))
+    elif parameters:
+        spec["form"] = parameters
     return spec
-
-
-def _fill(value: Any, outputs: list[str]) -> Any:
-    if isinstance(value, dict):
-        return {key: _fill(item, outputs) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_fill(item, outputs) for item in value]
-    if isinstance(value, str):
-        source = re.sub(r"@@studio(\d+)@@", lambda m: outputs[int(m.group(1))], value)
-        return liquid(source)
-    return value
 
 
 def _http_step(spec: dict[str, Any], success: str | None, fail: str | None) -> dict[str, Any]:
@@ -374,7 +465,9 @@ def _http_step(spec: dict[str, Any], success: str | None, fail: str | None) -> d
     return step
 
 
-def _split(props: Mapping[str, Any], raw: list[Mapping[str, Any]], names: set) -> dict[str, Any]:
+def _split(
+    props: Mapping[str, Any], raw: list[Mapping[str, Any]], names: set, ends: _Ends
+) -> dict[str, Any]:
     """``split-based-on`` → ``branch``; a transition leading nowhere ends the flow."""
     subject = props.get("input", "")
     branches: list[dict[str, str]] = []
@@ -397,7 +490,6 @@ def _split(props: Mapping[str, Any], raw: list[Mapping[str, Any]], names: set) -
                 tests.append(f"{left} is {operator}({_expression(condition.get('value', ''))})")
         if tests:
             condition = "{{ " + " and ".join(tests) + " }}"
-            branches.append({"if": condition, "then": to or END_STEP})
-    branches.append({"else": otherwise or END_STEP})
-    ends = any(branch.get("then", branch.get("else")) == END_STEP for branch in branches)
-    return {"branch": branches, "_needs_end": ends}
+            branches.append({"if": condition, "then": to or ends.end("match")})
+    branches.append({"else": otherwise or ends.end("noMatch")})
+    return {"branch": branches}

@@ -84,8 +84,19 @@ def test_an_undefined_variable_is_blank_and_not_an_error():
     assert templates.condition("vars.missing is is_not_blank", {"vars": {}}) is False
 
 
-def test_comparing_a_word_with_greater_than_fails_loudly_not_as_no(tmp_path):
-    chat = Chat(tmp_path, branch_flow("vars.value is greater_than(3)", "lots"))
+@pytest.mark.parametrize("value", ["lots", "", None])
+def test_comparing_a_word_or_nothing_takes_no_match_as_studio_does(tmp_path, caplog, value):
+    # Studio's Split Based On takes noMatch; it is logged, not silent (issue 13, item 8).
+    chat = Chat(tmp_path, branch_flow("vars.value is greater_than(3)", value))
+    with caplog.at_level("INFO", logger="parley.engine"):
+        result = chat.send("hi")
+    assert [reply.text for reply in result.replies] == ["no"]
+    assert result.error is None
+    assert "flow.operator.not_a_number operator=greater_than" in caplog.text
+
+
+def test_comparing_with_a_word_is_the_designers_mistake_and_fails_loudly(tmp_path):
+    chat = Chat(tmp_path, branch_flow("vars.value is less_than('many')", "3"))
     result = chat.send("hi")
     assert [reply.text for reply in result.replies] == [FALLBACK]
     assert result.error is not None and "not a number" in result.error.reason

@@ -226,3 +226,48 @@ def test_allowed_env_reads_only_listed_names():
     assert env_names("SHOP_TOKEN, EMPTY  MISSING") == {"SHOP_TOKEN", "EMPTY", "MISSING"}
     assert allowed_env("SHOP_TOKEN,EMPTY,MISSING", environ) == {"SHOP_TOKEN": "a"}
     assert allowed_env(None, environ) == {}
+
+
+def test_query_parameters_go_in_the_query_string(tmp_path, api, http):
+    # Studio sends a GET request's parameters as the query string (issue 13, item 4).
+    api.answer("/orders/A-42", {"state": "packed"})
+    request = """\
+    method: GET
+    query: {caller: "{{ contact.phone }}", n: "{{ vars.count }}"}
+    """
+    chat = chat_for(tmp_path, http_flow(api.base_url, request), http)
+    assert chat.says("hi") == ["200: packed"]
+    assert api.requests[0]["query"] == {"caller": chat.contact.phone, "n": "3"}
+
+
+def test_a_json_text_body_is_rendered_then_sent_as_json(tmp_path, api, http):
+    api.answer("/orders/A-42", {"state": "noted"})
+    request = """\
+    method: POST
+    json_text: '{"order": "{{ vars.order }}", "count": {{ vars.count }}}'
+    """
+    chat = chat_for(tmp_path, http_flow(api.base_url, request), http)
+    assert chat.says("hi") == ["200: noted"]
+    assert api.requests[0]["json"] == {"order": "A-42", "count": 3}
+
+
+def test_a_json_text_body_that_does_not_parse_takes_fail(tmp_path, api, http):
+    request = """\
+    method: POST
+    json_text: '{"order": {{ vars.order }}}'
+    """
+    chat = chat_for(tmp_path, http_flow(api.base_url, request), http)
+    assert chat.says("hi") == ["Lookup failed (None)."]
+    assert api.requests == []
+
+
+def test_a_text_answer_keeps_its_raw_body(tmp_path, api, http):
+    # Studio keeps `body` for any answer, `parsed` only for JSON (issue 13, item 7).
+    api.answer("/orders/A-42", "OK thanks", content_type="text/plain")
+    chat = chat_for(tmp_path, http_flow(api.base_url, "method: GET"), http)
+    chat.says("hi")
+    assert chat.execution.step_results["lookup"] == {
+        "status": 200,
+        "response": None,
+        "body": "OK thanks",
+    }

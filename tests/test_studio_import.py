@@ -154,7 +154,8 @@ def test_what_is_not_imported_is_reported_and_the_rest_imports():
         ("ring", "say-play", "voice-only widget")
     ]
     assert imported.flow["steps"]["ring"] == {"set": {"studio_skipped": "ring"}, "next": "no"}
-    assert "timeout" not in imported.flow["steps"]["pick"]  # its timeout leads nowhere
+    # Its timeout leads nowhere: Studio ends the execution then (issue 13, item 1).
+    assert imported.flow["steps"]["pick"]["timeout"] == {"after": "3600s", "next": "studio_end"}
 
 
 def test_the_command_writes_the_flow_and_reports(app, tmp_path):

@@ -493,3 +493,65 @@ def test_a_step_written_twice_is_reported_not_silently_dropped():
     assert flow is None
     assert [(p.source, p.line, p.step_id) for p in problems] == [("twice.yaml", 6, "a")]
     assert "twice" in problems[0].message
+
+
+# --- issue 13, item 11: Liquid and Jinja checks, and graph checks past shape errors -------
+
+TEMPLATE_MISTAKES = """\
+id: mistakes
+trigger: {default: true}
+start: one
+steps:
+  one:
+    say: "Hi {{ contact.name | shout }}"
+    next: two
+  two:
+    say: '{{ "Hi {{flow.variables.x | upcase }" | liquid }}'
+    next: three
+  three:
+    say: '{{ "{{ flow.variables.x | nosuchfilter }}" | liquid }}'
+    next: four
+  four:
+    say: '{{ "{% nosuchtag %}" | liquid }}'
+"""
+
+SHAPE_AND_GRAPH = """\
+id: mixed
+start: one
+steps:
+  one:
+    say: "hi"
+    next: two
+  two:
+    bogus: 1
+    next: three
+  three:
+    branch:
+      - if: "input.text == 'x'"
+        then: nowhere
+"""
+
+
+def test_cli_reports_liquid_and_unknown_jinja_filters_as_file_line(cli, tmp_path):
+    path = tmp_path / "mistakes.yaml"
+    path.write_text(TEMPLATE_MISTAKES)
+    result = cli.invoke(args=["flows", "validate", str(path)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert f"{path}:6: step 'one': template syntax error: no filter named 'shout'" in result.output
+    assert f"{path}:9: step 'two': warning: liquid template error: expected '}}}}'" in result.output
+    liquid = "warning: liquid template error"
+    assert f"{path}:12: step 'three': {liquid}: no filter named 'nosuchfilter'" in result.output
+    assert f"{path}:15: step 'four': {liquid}: unexpected tag 'nosuchtag'" in result.output
+
+
+def test_graph_checks_go_on_for_the_steps_that_parsed(cli, tmp_path):
+    path = tmp_path / "mixed.yaml"
+    path.write_text(SHAPE_AND_GRAPH)
+    result = cli.invoke(args=["flows", "validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"{path}:7: step 'two': steps.two: a step names exactly one kind" in result.output
+    assert f"{path}:12: step 'three': leads to unknown step 'nowhere'" in result.output
+    assert f"{path}:11: step 'three': transitions without `else`" in result.output
+    # `three` is reached through the step that did not parse: not "unreachable".
+    assert "unreachable" not in result.output

@@ -18,18 +18,23 @@ lookup:
 
 The body is built from data: each value is rendered on its own and keeps its
 type (``"{{ vars.count }}"`` stays a number), so nothing a contact typed is ever
-pasted into JSON text. The answer is at ``steps.<id>.status`` and
-``steps.<id>.response`` (the parsed JSON, or None). Secrets reach a request only
+pasted into JSON text. ``query:`` adds parameters to the URL's query string (as
+Studio sends a GET request's parameters). ``json_text:`` is a JSON body written
+as text (Studio's *Request Body*, from imported flows): it is rendered, then
+parsed; text that is not JSON fails the step. The answer is at
+``steps.<id>.status``, ``steps.<id>.response`` (the parsed JSON, or None) and,
+when the answer is not JSON, ``steps.<id>.body`` (the raw text). Secrets reach a request only
 as ``{{ env.NAME }}``, and only for the names the operator lists in
 ``HTTP_ENV_ALLOWLIST``; ``env`` exists in no other step.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -61,14 +66,20 @@ class HTTPRequestSpec(BaseModel):
     """A JSON body: each value a template (its type kept) or a plain value."""
     form: dict[str, str] | None = None
     """A form body (``application/x-www-form-urlencoded``): each value a template."""
+    json_text: str | None = None
+    """A JSON body written as text (a template), parsed after it is rendered:
+    Studio's *Request Body* of an imported *Make HTTP Request*."""
+    query: dict[str, str] = Field(default_factory=dict)
+    """Query string parameters added to the URL, each value a template."""
     timeout: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT)
     """Seconds to wait for the answer (at most 10)."""
 
     @model_validator(mode="after")
     def _one_body(self) -> HTTPRequestSpec:
-        if self.json_body is not None and self.form is not None:
-            raise ValueError("send either `json` or `form`, not both")
-        if (self.json_body is not None or self.form is not None) and self.method == "GET":
+        bodies = [self.json_body, self.form, self.json_text]
+        if sum(body is not None for body in bodies) > 1:
+            raise ValueError("send either `json` or `form` (or `json_text`), not several")
+        if any(body is not None for body in bodies) and self.method == "GET":
             raise ValueError("a GET request has no body: use POST, PUT or PATCH")
         return self
 
@@ -103,6 +114,23 @@ class HTTPStep(StepBase):
             else None
         )
         host = urlsplit(url).hostname or "?"  # the host only: a URL may carry a secret
+        if spec.query:
+            query = {
+                name: context.templates.render(source, values)
+                for name, source in spec.query.items()
+            }
+            url += ("&" if urlsplit(url).query else "?") + urlencode(query)
+        if spec.json_text is not None:
+            text = context.templates.render(spec.json_text, values)
+            try:
+                body_json = json.loads(text)
+            except ValueError as error:
+                context.execution.step_results[context.step_id] = {
+                    "status": None,
+                    "response": None,
+                    "error": f"the JSON body does not parse: {error}",
+                }
+                return self._failed(context, f"{spec.method} {host}: the JSON body does not parse")
         try:
             response = context.http.request(
                 spec.method, url, headers=headers, json=body_json, form=form, timeout=spec.timeout
@@ -121,10 +149,10 @@ class HTTPStep(StepBase):
                 "error": str(error),
             }
             return self._failed(context, f"{spec.method} {host}: no answer ({error})")
-        context.execution.step_results[context.step_id] = {
-            "status": response.status,
-            "response": response.json,
-        }
+        answer: dict[str, Any] = {"status": response.status, "response": response.json}
+        if response.json is None and response.text:
+            answer["body"] = response.text  # not JSON: the raw text, as Studio keeps it
+        context.execution.step_results[context.step_id] = answer
         log.info(
             "flow.http.answered step=%s method=%s host=%s status=%d",
             context.step_id,
@@ -160,6 +188,10 @@ class HTTPStep(StepBase):
             yield from _uses(self.http.json_body, ("http", "json"))
         for name, source in (self.http.form or {}).items():
             yield TemplateUse(("http", "form", name), source, extra_names=ENV_NAMES)
+        for name, source in self.http.query.items():
+            yield TemplateUse(("http", "query", name), source, extra_names=ENV_NAMES)
+        if self.http.json_text is not None:
+            yield TemplateUse(("http", "json_text"), self.http.json_text, extra_names=ENV_NAMES)
         yield from super().template_uses()
 
     def variables_set(self) -> set[str]:
