@@ -49,6 +49,7 @@ class Incoming:
             media_types=self.media_types,
             button=self.button,
             location=self.location,
+            to=self.address,
         )
 
 

@@ -219,8 +219,16 @@ class TurnService:
 
     # -- the turn ---------------------------------------------------------------
 
-    def claim(self, contact_id: int, wait_seconds: float = 0.0) -> int | None:
+    def claim(
+        self, contact_id: int, wait_seconds: float = 0.0, *, commit: bool = True
+    ) -> int | None:
         """Claim the contact's lease, retrying for up to `wait_seconds` while it is busy.
+
+        Args:
+            contact_id: The contact.
+            wait_seconds: How long to keep trying while another turn holds it.
+            commit: Commit the claim; False leaves its transaction open for the
+                caller's first reads (one round trip less per turn).
 
         Returns:
             The fencing token, or None when another turn still holds the contact.
@@ -235,7 +243,8 @@ class TurnService:
                 token = SqlTurnStore(self.session).claim(
                     contact_id, utcnow(), self.settings.lease_seconds
                 )
-                self.session.commit()
+                if token is None or commit:
+                    self.session.commit()
             except Exception:
                 self.session.rollback()
                 raise
@@ -249,7 +258,8 @@ class TurnService:
 
         Args:
             plan: The turn.
-            token: The contact's lease when the caller already claimed it.
+            token: The contact's lease when the caller already claimed it
+                (its transaction may still be open: the turn's reads join it).
 
         Raises:
             Exception: with `TurnPlan.raise_errors`, whatever failed (nothing
@@ -259,7 +269,7 @@ class TurnService:
             if token is None:
                 waits = plan.wait if plan.wait is not None else plan.inbound is not None
                 wait = self.settings.lease_wait_seconds if waits else 0.0
-                token = self.claim(plan.contact_id, wait)
+                token = self.claim(plan.contact_id, wait, commit=False)
                 if token is None:
                     log.info("turn.busy contact=%s", plan.contact_id)
                     message_id = plan.inbound.message_id if plan.inbound else None
@@ -283,30 +293,38 @@ class TurnService:
         raise RuntimeError(f"contact {plan.contact_id}: the lease was lost three times in a row")
 
     def _run(self, plan: TurnPlan, token: int) -> TurnOutcome:
-        """One attempt at the turn under the lease `token`."""
+        """One attempt at the turn under the lease `token`.
+
+        The claim's transaction is still open: the reads and the responders
+        join it, and one commit ends it before the engine runs.
+        """
         session = self.session
-        leases = SqlTurnStore(session)
         store = SqlStore(session)
-        view = leases.view(plan.contact_id, plan.conversation_id)
-        respond = plan.responders and plan.incoming is not None
-        # Responders may end the execution (a reset code): read it after them.
-        execution = store.active_execution(plan.contact_id) if view and not respond else None
-        session.commit()  # the reads are done: no connection is held from here
+        view = SqlTurnStore(session).view(plan.contact_id, plan.conversation_id)
         if view is None:
+            session.rollback()
             self._release(plan.contact_id, token)
             return TurnOutcome()
         outcome = TurnOutcome(message_id=plan.inbound.message_id if plan.inbound else None)
         if view.controlled_by != "bot":
             return self._skip(plan, view, token, outcome)
+        execution = store.active_execution(plan.contact_id)
         contact = Contact(view.contact_id, view.phone, view.name, view.channel)
         prefaces: list[str] = []
-        if respond:
-            assert plan.incoming is not None
-            answer = self._respond(contact, plan.incoming.body, prefaces)
+        incoming = plan.incoming
+        if (
+            plan.responders
+            and incoming is not None
+            and self.runner.flows.responders_apply(
+                execution.flow_id if execution else None, incoming.body, incoming.address
+            )
+        ):
+            answer, prefaced = self._respond(contact, incoming.body, prefaces)
             if answer is not None:
                 return self._answered(plan, view, token, prefaces + answer)
-            execution = store.active_execution(plan.contact_id)
-            session.commit()  # with what a responder wrote (an opt-in, a payment link)
+            if prefaced:  # a reset code or a welcome: the execution may have ended
+                execution = store.active_execution(plan.contact_id)
+        session.commit()  # the reads are done: no connection is held from here
         result = plan.engine(execution, contact, self._history(plan))
         session.commit()  # anything the engine's ports read
         if result is None:
@@ -405,15 +423,24 @@ class TurnService:
         log.info("turn.skipped contact=%s controlled_by=%s", plan.contact_id, outcome.controlled_by)
         return outcome
 
-    def _respond(self, contact: Contact, text: str, prefaces: list[str]) -> list[str] | None:
-        """Step 4: the first responder's answer, collecting prefaces on the way."""
+    def _respond(
+        self, contact: Contact, text: str, prefaces: list[str]
+    ) -> tuple[list[str] | None, bool]:
+        """Step 4: the first responder's answer, collecting prefaces on the way.
+
+        Returns:
+            The answer (None: the flow runs), and whether any responder
+            returned a `Preface` (which may have changed the execution).
+        """
+        prefaced = False
         for responder in self.responders:
             answer = responder(contact, text)
             if isinstance(answer, Preface):
                 prefaces.extend(answer.texts)
+                prefaced = True
             elif answer is not None:
-                return answer
-        return None
+                return answer, prefaced
+        return None, prefaced
 
     def _answered(
         self, plan: TurnPlan, view: TurnView, token: int, texts: list[str]

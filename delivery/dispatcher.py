@@ -167,7 +167,7 @@ class Dispatcher:
         """
         turns = self.turns
         assert turns is not None, "a Dispatcher without turns only sends"
-        token = turns.claim(contact_id)
+        token = turns.claim(contact_id, commit=False)
         if token is None:
             return "busy"
         try:
@@ -175,17 +175,16 @@ class Dispatcher:
             body = message.body if message is not None else ""
             if message is not None and self.settings.debounce_seconds > 0:
                 message, body = self._merge_burst(message)
-            if message is None:
-                SqlTurnStore(self.session).release(contact_id, token)
-            self.session.commit()
         except Exception:
             self.session.rollback()
             raise
-        if message is None:
+        if message is None:  # nothing to claim the contact for after all
+            self.session.rollback()
             return "idle"
         stored = StoredInbound(message.id, contact_id, message.conversation_id)
         incoming = dataclasses.replace(incoming_from_row(message, message), body=body)
-        # Commits, or stores the fallback and commits.
+        # The claim's transaction is still open: the turn's reads join it, and
+        # the turn commits, or stores the fallback and commits.
         outcome = turns.run(stored, incoming, token=token, status="pending")
         if not outcome.recorded:
             raise TurnNotFinished(f"the turn of message {stored.message_id} was not recorded")

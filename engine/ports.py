@@ -50,6 +50,8 @@ class InboundMessage:
         location: A shared WhatsApp location: ``{"latitude": float,
             "longitude": float, "address": str | None, "label": str | None}``,
             or None.
+        to: The number or sender it was written to (Twilio's ``To``), which
+            picks among flows bound to numbers; None when unknown.
     """
 
     text: str
@@ -59,6 +61,7 @@ class InboundMessage:
     media_types: tuple[str, ...] = ()
     button: dict[str, str] | None = None
     location: dict[str, Any] | None = None
+    to: str | None = None
 
     def as_context(self) -> dict[str, Any]:
         """The ``input`` variable of templates.

@@ -181,7 +181,9 @@ class Runner:
             flow = (
                 self.flows.get(flow_id)
                 if flow_id
-                else self.flows.match(inbound.text if inbound else "")
+                else self.flows.match(
+                    inbound.text if inbound else "", inbound.to if inbound else None
+                )
             )
             if flow is None:
                 result.error = StepError("-", "no flow matches and there is no default flow")

@@ -150,7 +150,6 @@ def test_split_an_unwired_no_match_ends_silently(twilio, app):
     assert execution(app).status == "ended"
 
 
-@pytest.mark.xfail(strict=True, reason="needs turn-service wiring (FlowSet.responders_apply)")
 @pytest.mark.parametrize(
     ("word", "answer"),
     [("CANCEL", "Your booking is cancelled."), ("agent", "An agent will call you.")],
@@ -512,7 +511,6 @@ def test_fixture_webchat_hls_conversations_to_flex(twilio, app):
         ]
 
 
-@pytest.mark.xfail(strict=True, reason="needs turn-service wiring (FlowSet.match by To)")
 def test_each_number_starts_its_own_flow_through_the_webhook(app_config, tmp_path, twilio):
     # The app fixture already bound send_message to OUR_WHATSAPP; a second brand's
     # number starts its own imported flow on any message.
