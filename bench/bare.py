@@ -32,7 +32,12 @@ def create_app() -> Flask:
     engine = sa.create_engine(
         database_url(os.environ["DATABASE_URL"], app.instance_path), pool_pre_ping=True
     )
-    metadata.create_all(engine)
+    try:
+        metadata.create_all(engine)
+    except sa.exc.DBAPIError:
+        # Another gunicorn worker created the table at the same moment (it
+        # failed to boot, and took the whole server down, before this).
+        metadata.create_all(engine)
 
     @app.post("/twilio/messages")
     def inbound() -> Response:
