@@ -21,7 +21,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "OpenAILLM",
     "UnconfiguredLLM",
-    "llm_from_config",
+    "openai_llm",
 ]
 
 log = logging.getLogger(__name__)
@@ -224,49 +224,30 @@ class UnconfiguredLLM:
         raise LLMUnavailable(UNCONFIGURED_MESSAGE)
 
 
-def llm_from_config(config: Mapping[str, Any]) -> LLM:
-    """Build the LLM the configuration asks for.
+def openai_llm(
+    *,
+    api_key: str | None,
+    base_url: str | None,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+) -> LLM:
+    """Build the LLM the settings ask for.
 
     Args:
-        config: A mapping such as Flask's ``app.config``, read for
-            ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_TIMEOUT`` (float
-            seconds per attempt, default 6) and ``OPENAI_MAX_RETRIES`` (int,
-            default 1). Empty strings count as unset.
+        api_key: ``OPENAI_API_KEY``, or None.
+        base_url: ``OPENAI_BASE_URL`` (any OpenAI-compatible server), or None.
+        timeout: Seconds per HTTP attempt (``OPENAI_TIMEOUT``).
+        max_retries: Retries of a failed attempt (``OPENAI_MAX_RETRIES``).
 
     Returns:
-        An `OpenAILLM` when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set,
-        else an `UnconfiguredLLM` whose calls raise `LLMUnavailable`.
-
-    Raises:
-        ValueError: ``OPENAI_TIMEOUT`` or ``OPENAI_MAX_RETRIES`` is not a
-            number, or is negative (the timeout must be positive).
+        An `OpenAILLM` when `api_key` or `base_url` is set, else an
+        `UnconfiguredLLM` whose calls raise `LLMUnavailable`.
     """
-    api_key = config.get("OPENAI_API_KEY") or None
-    base_url = config.get("OPENAI_BASE_URL") or None
-    if api_key is None and base_url is None:
+    if not api_key and not base_url:
         return UnconfiguredLLM()
-
-    timeout_setting = config.get("OPENAI_TIMEOUT")
-    retries_setting = config.get("OPENAI_MAX_RETRIES")
-    try:
-        timeout = float(timeout_setting) if timeout_setting not in (None, "") else DEFAULT_TIMEOUT
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"OPENAI_TIMEOUT must be a number of seconds, got {timeout_setting!r}"
-        ) from None
-    try:
-        max_retries = (
-            int(retries_setting) if retries_setting not in (None, "") else DEFAULT_MAX_RETRIES
-        )
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"OPENAI_MAX_RETRIES must be an integer, got {retries_setting!r}"
-        ) from None
-    if not timeout > 0:
-        raise ValueError(f"OPENAI_TIMEOUT must be positive, got {timeout_setting!r}")
-    if max_retries < 0:
-        raise ValueError(f"OPENAI_MAX_RETRIES must not be negative, got {retries_setting!r}")
-    return OpenAILLM(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries)
+    return OpenAILLM(
+        api_key=api_key or None, base_url=base_url or None, timeout=timeout, max_retries=max_retries
+    )
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

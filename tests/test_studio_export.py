@@ -76,7 +76,8 @@ def test_each_shipped_flow_exports_and_imports_back(app, tmp_path, flow_id):
             continue
         twin = again.steps[step_id]  # every step is still there, under its id
         if twin.kind == "http":  # through its step endpoint
-            endpoint = f"{app.config['PUBLIC_BASE_URL']}/studio/flows/{flow_id}/steps/{step_id}?"
+            base = app.extensions["parley"].settings.public_base_url
+            endpoint = f"{base}/studio/flows/{flow_id}/steps/{step_id}?"
             assert endpoint in twin.http.url
             assert again.steps[f"{step_id}_reply"].kind == "say"
         else:

@@ -46,7 +46,7 @@ def _bad_request(error: BadRequest) -> ResponseReturnValue:
 
 
 def _scrub(text: str) -> str:
-    context = redaction.Context(region=current_app.config.get("REDACTION_REGION") or "US")
+    context = redaction.Context(region=current_app.extensions["parley"].settings.redaction_region)
     spans = sorted(
         redaction.phones(text, context) + redaction.emails(text, context),
         key=lambda span: span.start,
@@ -71,7 +71,7 @@ def _positive(name: str, default: int, maximum: int | None = None) -> int:
 
 def _agent() -> schemas.Person:
     return schemas.Person(
-        display_name=current_app.config.get("PUBLIC_AGENT_NAME") or "Parley coach", kind="agent"
+        display_name=current_app.extensions["parley"].settings.public_agent_name, kind="agent"
     )
 
 
