@@ -10,67 +10,95 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from dotenv import load_dotenv
-from flask import Flask
+from flask import Flask, current_app, has_app_context
 from sqlalchemy.orm import Session
 
 import log_privacy
 from billing.paywall import Billing, SqlEntitlements, validate_billing_config
-from config import ROOT, ConfigError, check_production, database_url, is_development, load_config
+from config import (
+    ROOT,
+    Settings,
+    check_production,
+    database_url,
+    is_development,
+    load_settings,
+    reveal,
+)
 from conversation.responders import billing_keyword
 from conversation.runtime import FlowRuntime, init_runtime
 from conversation.turn import TurnService, TurnSettings
 from curation.erasure import delete_my_data
-from delivery.outbound import send_stored, twilio_sender
+from delivery.outbound import rest_sender, send_stored, twilio_sender
+from delivery.outbox import Settings as DeliverySettings
 from engine.flow import FlowError, FlowSet
 from engine.ports import SystemClock
 from engine.runner import Runner
 from engine.templating import Templates
 from engine.validate import load_flows
+from handover import hooks
 from handover.routing import closed_note, human_request
 from integrations.http import HttpxHTTP, allowed_env, env_names
 from integrations.liquid import install as install_liquid
-from integrations.openai import llm_from_config
-from integrations.twilio import split_body
+from integrations.openai import openai_llm
+from integrations.twilio import TwilioSender, split_body
 from models import db, init_db
 from tasks import init_celery
 
 
 @dataclass
 class Parley:
-    """The app's container: the flows, the runner and the services built from them.
+    """The app's container: the settings, the flows, the runner and the services built from them.
 
     Built once by `create_app`; the edges (web/, cli/, tasks/) ask it for
-    services, which get their collaborators and settings from here, never
-    from Flask's globals.
+    services and settings, and services get their collaborators and settings
+    from here, never from Flask's globals.
 
     Attributes:
         flows: The loaded flows (empty when they failed to load under the CLI).
         runner: The flow runner.
-        config: The settings (the app's config mapping).
+        settings: The app's settings, parsed once.
         flow_error: Why the flows did not load, when they did not.
         runtime: The responder settings (set by `init_runtime` in `create_app`).
     """
 
     flows: FlowSet
     runner: Runner
-    config: Mapping[str, Any]
+    settings: Settings
     flow_error: FlowError | None = None
     runtime: FlowRuntime | None = None
+
+    @cached_property
+    def turn_settings(self) -> TurnSettings:
+        """How turns claim contacts (``TURN_LEASE_*``) and where handover steps go."""
+        settings = self.settings
+        return TurnSettings(
+            lease_seconds=settings.turn_lease_seconds,
+            lease_wait_seconds=settings.turn_lease_wait_seconds,
+            handover_queue=settings.handover_queue,
+        )
+
+    @cached_property
+    def delivery(self) -> DeliverySettings:
+        """How sends through the Twilio REST API are made and retried."""
+        return DeliverySettings.from_settings(self.settings)
 
     def turns(self, session: Session | None = None) -> TurnService:
         """The turn service on `session` (default: the current app context's)."""
         if self.flow_error is not None:
             raise self.flow_error
         session = session if session is not None else db.session
-        config, runtime = self.config, self.runtime
+        settings, runtime = self.settings, self.runtime
         assert runtime is not None, "create_app sets the runtime"
-        billing = Billing(session, config)
+        billing = self.billing(session)
         hours, clock = runtime.settings.after_hours, self.runner.clock
         return TurnService(
             session,
@@ -81,17 +109,49 @@ class Parley:
                 self,
                 [
                     billing_keyword(billing),
-                    delete_my_data(session, config),
-                    human_request(session, config, hours, clock),
+                    delete_my_data(session, settings.delete_keyword),
+                    human_request(session, settings, hours, clock),
                 ],
             ),
-            settings=TurnSettings(
-                lease_seconds=float(config.get("TURN_LEASE_SECONDS") or 45),
-                lease_wait_seconds=float(config.get("TURN_LEASE_WAIT_SECONDS") or 10),
-                handover_queue=config.get("HANDOVER_QUEUE") or "support",
-            ),
-            handover_note=lambda: closed_note(config, hours, clock),
+            settings=self.turn_settings,
+            handover_note=lambda: closed_note(settings.handover_closed_message, hours, clock),
         )
+
+    def billing(self, session: Session | None = None) -> Billing:
+        """The paywall's state on `session` (default: the current app context's)."""
+        return Billing(session if session is not None else db.session, self.settings)
+
+    def sender(self) -> TwilioSender | None:
+        """A new Twilio REST sender (the caller closes it), or None without Twilio settings."""
+        return rest_sender(self.settings)
+
+    @contextmanager
+    def twilio_sender(self) -> Iterator[TwilioSender | None]:
+        """A Twilio REST sender for a block of sends, closed at its end."""
+        with twilio_sender(self.settings) as sender:
+            yield sender
+
+    def send_stored(
+        self,
+        message_ids: Sequence[int],
+        session: Session | None = None,
+        sender: TwilioSender | None = None,
+    ) -> int:
+        """Send stored outbound messages through the Twilio REST API (`send_stored`).
+
+        Args:
+            message_ids: Outbound message ids, in the order to send them.
+            session: The session (default: the current app context's).
+            sender: The sender to use; default: one made for these sends and closed.
+
+        Returns:
+            How many were accepted by Twilio.
+        """
+        session = session if session is not None else db.session
+        if sender is not None:
+            return send_stored(session, sender, message_ids, self.delivery)
+        with self.twilio_sender() as own:
+            return send_stored(session, own, message_ids, self.delivery)
 
     def resume_paid(self, contact_ids: list[int]) -> None:
         """Carry on the executions of contacts who just paid, and send what they say.
@@ -101,23 +161,26 @@ class Parley:
         messages through the Twilio REST API.
         """
         turns = self.turns()
-        with twilio_sender(self.config) as sender:
+        with self.twilio_sender() as sender:
             for contact_id in contact_ids:
-                send_stored(turns.session, sender, turns.resume_payment(contact_id))
+                self.send_stored(turns.resume_payment(contact_id), turns.session, sender)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app.
 
     Args:
-        config: Settings that override the environment (tests pass these);
+        config: Settings that override the environment (tests pass these), by
+            environment variable name; strings as in the environment (``"0"``,
+            ``"6"``) or typed values. Names that are not Parley settings
+            (``TESTING``, ``WTF_CSRF_ENABLED``...) go to Flask's ``app.config``.
             ``TESTING=True`` also skips reading ``.env``.
 
     Raises:
-        ConfigError: a paywall setting is malformed, or ``PAYWALL_ENABLED`` is on
-            while a Stripe setting it needs is missing (the message names it); in
-            production (`config.is_development`), ``SECRET_KEY`` or
-            ``PUBLIC_BASE_URL`` is unset; ``MAX_CONTENT_LENGTH`` is malformed.
+        ConfigError: a setting is malformed (the message and ``variables`` name
+            it), ``PAYWALL_ENABLED`` is on while a Stripe setting it needs is
+            missing, or, in production (`config.is_development`), ``SECRET_KEY``
+            or ``PUBLIC_BASE_URL`` is unset.
         FlowError: a flow in ``FLOWS_DIR`` is invalid; the message lists every
             problem with ``file:line``. (Under the ``flask`` command the error is
             kept instead, so that ``flask flows validate`` can report it.)
@@ -125,39 +188,44 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     overrides = dict(config or {})
     if not overrides.get("TESTING"):
         load_dotenv(ROOT / ".env")
-    settings = load_config(os.environ, overrides)
+    settings = load_settings(overrides)
     validate_billing_config(settings)
 
     app = Flask(__name__, instance_path=str(ROOT / "instance"))
-    app.config.update(settings)
+    # Flask's own configuration: what Flask and its extensions read.
+    names = Settings.variable_names()
+    app.config.update({name: value for name, value in overrides.items() if name not in names})
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url(
-        settings.get("DATABASE_URL"), Path(app.instance_path)
+        reveal(settings.database_url), Path(app.instance_path)
     )
     app.config.setdefault("MIGRATIONS_DIR", ROOT / "migrations")
     app.config["DEVELOPMENT"] = is_development(
-        settings, debug=app.debug, cli=os.environ.get("FLASK_RUN_FROM_CLI") == "true"
+        settings,
+        testing=bool(app.config.get("TESTING")),
+        debug=app.debug,
+        cli=os.environ.get("FLASK_RUN_FROM_CLI") == "true",
     )
     if not app.config["DEVELOPMENT"]:
         check_production(settings)
     # Development only: a key per process (one process, and a restart logs you out).
-    app.config["SECRET_KEY"] = settings.get("SECRET_KEY") or secrets.token_hex(32)
-    app.config["MAX_CONTENT_LENGTH"] = _byte_count(settings.get("MAX_CONTENT_LENGTH"))
+    app.config["SECRET_KEY"] = reveal(settings.secret_key) or secrets.token_hex(32)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
     # hide_parameters: an SQL error's message (logged, or shown in a traceback)
     # names the statement but not its values: phone numbers, names, message bodies.
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True, "hide_parameters": True}
-    if settings.get("DATABASE_POOL_SIZE"):  # a turn holds a connection: >= worker threads
+    if settings.database_pool_size:  # a turn holds a connection: >= worker threads
         # A hard cap (no overflow), so that processes x pool size is what
         # PostgreSQL's max_connections must allow.
         app.config["SQLALCHEMY_ENGINE_OPTIONS"].update(
-            pool_size=int(settings["DATABASE_POOL_SIZE"]), max_overflow=0
+            pool_size=settings.database_pool_size, max_overflow=0
         )
-    _configure_logging(app)
+    _configure_logging(settings, testing=bool(app.config.get("TESTING")))
 
     init_db(app)
-    app.extensions["parley"] = _load_parley(app)
+    parley = _load_parley(settings)
+    app.extensions["parley"] = parley
     init_celery(app)  # only with REDIS_URL: turns are then queued (tasks/)
-    parley = app.extensions["parley"]
     parley.runtime = init_runtime(app, parley, strict=not _running_flows_command())
 
     from web import register_blueprints
@@ -169,14 +237,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _load_parley(app: Flask) -> Parley:
-    allowlist = app.config.get("HTTP_ENV_ALLOWLIST")
-    templates = Templates(Path(app.config["PROMPTS_DIR"]), env_names=env_names(allowlist))
+def _load_parley(settings: Settings) -> Parley:
+    allowlist = settings.http_env_allowlist
+    templates = Templates(Path(settings.prompts_dir), env_names=env_names(allowlist))
     install_liquid(templates)  # Studio's Liquid in imported flows (integrations/liquid.py)
-    llm = llm_from_config(app.config)
+    llm = openai_llm(
+        api_key=reveal(settings.openai_api_key),
+        base_url=settings.openai_base_url,
+        timeout=settings.openai_timeout,
+        max_retries=settings.openai_max_retries,
+        max_user_chars=settings.prompt_max_contact_chars,
+    )
     flow_error = None
     try:
-        flows = load_flows(Path(app.config["FLOWS_DIR"]), templates)
+        flows = load_flows(Path(settings.flows_dir), templates)
     except FlowError as error:
         # The `flask flows ...` commands must run to report broken flows;
         # everything else (servers, `flask chat`) refuses to start.
@@ -188,36 +262,36 @@ def _load_parley(app: Flask) -> Parley:
         templates=templates,
         llm=llm,
         clock=SystemClock(),
-        default_model=app.config["OPENAI_MODEL"],
+        default_model=settings.openai_model,
         http=HttpxHTTP(),
         env=allowed_env(allowlist, os.environ),  # only the names the operator allowed
     )
-    return Parley(flows=flows, runner=runner, config=app.config, flow_error=flow_error)
+    return Parley(flows=flows, runner=runner, settings=settings, flow_error=flow_error)
+
+
+@sa.event.listens_for(Session, "after_commit")
+def _announce_agent_events(session: Session) -> None:
+    """POST the agent events a transaction wrote (`handover.hooks`) once it committed.
+
+    The listener is on every session, so the app whose settings apply is the
+    current one; outside an app context nothing is announced.
+    """
+    pending = hooks.take_pending(session)
+    parley = current_app.extensions.get("parley") if pending and has_app_context() else None
+    if parley is not None:
+        hooks.announce(parley.settings, pending)
 
 
 def _running_flows_command() -> bool:
     return os.environ.get("FLASK_RUN_FROM_CLI") == "true" and "flows" in sys.argv[1:]
 
 
-def _byte_count(value: Any) -> int | None:
-    """``MAX_CONTENT_LENGTH`` as a number of bytes (None: no limit, if set empty)."""
-    if value in (None, ""):
-        return None
-    text = str(value).strip()
-    if not text.isascii() or not text.isdigit() or int(text) < 1024:
-        raise ConfigError(
-            f"MAX_CONTENT_LENGTH={value!r}: a number of bytes, at least 1024",
-            ["MAX_CONTENT_LENGTH"],
-        )
-    return int(text)
-
-
-def _configure_logging(app: Flask) -> None:
+def _configure_logging(settings: Settings, testing: bool) -> None:
     log_privacy.install()  # no phone number in clear in any log line
-    level = getattr(logging, str(app.config.get("LOG_LEVEL", "INFO")).upper(), logging.INFO)
+    level = getattr(logging, settings.log_level.upper(), logging.INFO)
     logger = logging.getLogger("parley")
     logger.setLevel(level)
-    if not logger.handlers and not app.config.get("TESTING"):
+    if not logger.handlers and not testing:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
         logger.addHandler(handler)

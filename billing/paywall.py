@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from billing.events import EventApplier, claim_event, store_failure
 from billing.stripe_objects import GRANTING_STATUSES, aware
-from config import ConfigError, flag
+from config import ConfigError, Settings, reveal
 from engine.ports import Clock, Contact, EntitlementCheck, EntitlementError, SystemClock
 from integrations.stripe import StripeGateway, client_reference_id, payment_link_url
 from models.billing import Entitlement, PaymentLink, Setting, SettingChange
@@ -50,61 +50,42 @@ PAYMENT_LINK_REUSE = dt.timedelta(hours=24)
 """An unpaid Payment Link row is reused for this long (the link itself never expires)."""
 
 
-def missing_stripe_settings(config: Mapping[str, Any]) -> list[str]:
+def missing_stripe_settings(settings: Settings) -> list[str]:
     """The Stripe settings the paywall needs that are not set.
+
+    Args:
+        settings: The app's settings.
 
     Returns:
         Variable names, e.g. ``["STRIPE_SECRET_KEY", "STRIPE_PRICE_ID or
         STRIPE_PAYMENT_LINK_URL"]``; empty when the paywall can run.
     """
-    missing = [
-        name for name in ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET") if not config.get(name)
-    ]
-    if not (config.get("STRIPE_PRICE_ID") or config.get("STRIPE_PAYMENT_LINK_URL")):
+    missing = []
+    if settings.stripe_secret_key is None:
+        missing.append("STRIPE_SECRET_KEY")
+    if settings.stripe_webhook_secret is None:
+        missing.append("STRIPE_WEBHOOK_SECRET")
+    if not (settings.stripe_price_id or settings.stripe_payment_link_url):
         missing.append("STRIPE_PRICE_ID or STRIPE_PAYMENT_LINK_URL")
-    elif config.get("STRIPE_PRICE_ID") and not (
-        config.get("STRIPE_SUCCESS_URL") or config.get("PUBLIC_BASE_URL")
-    ):
+    elif settings.stripe_price_id and not (settings.stripe_success_url or settings.public_base_url):
         # Checkout requires a success URL (Stripe API reference, ``success_url``).
         missing.append("STRIPE_SUCCESS_URL or PUBLIC_BASE_URL")
     return missing
 
 
-def validate_billing_config(config: Mapping[str, Any]) -> None:
-    """Startup checks of the paywall settings.
+def validate_billing_config(settings: Settings) -> None:
+    """Startup checks of the paywall settings (their types are checked by `config.Settings`).
 
     Raises:
-        ConfigError: ``PAYWALL_ENABLED`` or ``PAYWALL_GRACE_DAYS`` is malformed, or
-            the paywall is on and a Stripe setting it needs is missing (named).
+        ConfigError: the paywall is on and a Stripe setting it needs is missing (named).
     """
-    enabled = flag("PAYWALL_ENABLED", config.get("PAYWALL_ENABLED"))
-    grace_days(config)
-    missing = missing_stripe_settings(config) if enabled else []
+    missing = missing_stripe_settings(settings) if settings.paywall_enabled else []
     if missing:
         raise ConfigError(
             f"PAYWALL_ENABLED is on but Stripe settings are missing: {'; '.join(missing)}. "
             "Set them, or switch the paywall off (PAYWALL_ENABLED=0).",
             missing,
         )
-
-
-def grace_days(config: Mapping[str, Any]) -> dt.timedelta:
-    """``PAYWALL_GRACE_DAYS`` as a duration (default 3 days).
-
-    Raises:
-        ConfigError: not a number of days from 0 up.
-    """
-    raw = config.get("PAYWALL_GRACE_DAYS")
-    try:
-        days = float(raw if raw not in (None, "") else 3)
-    except (TypeError, ValueError):
-        days = -1.0
-    if not 0 <= days <= 365:
-        raise ConfigError(
-            f"PAYWALL_GRACE_DAYS={raw!r} is not a number of days (0 to 365)",
-            ["PAYWALL_GRACE_DAYS"],
-        )
-    return dt.timedelta(days=days)
 
 
 @dataclass(frozen=True)
@@ -127,7 +108,7 @@ class Billing:
 
     Args:
         session: The SQLAlchemy session; the caller commits or rolls back.
-        config: The settings (``app.config``).
+        settings: The app's settings (Stripe's, the paywall's, ``PUBLIC_BASE_URL``).
         clock: The time source.
         gateway: The Stripe API; built from ``STRIPE_SECRET_KEY`` when first needed.
     """
@@ -135,12 +116,12 @@ class Billing:
     def __init__(
         self,
         session: Session,
-        config: Mapping[str, Any],
+        settings: Settings,
         clock: Clock | None = None,
         gateway: StripeGateway | None = None,
     ) -> None:
         self.session = session
-        self.config = config
+        self.settings = settings
         self.clock = clock or SystemClock()
         self._gateway = gateway
 
@@ -152,10 +133,10 @@ class Billing:
             EntitlementError: ``STRIPE_SECRET_KEY`` is not set.
         """
         if self._gateway is None:
-            key = self.config.get("STRIPE_SECRET_KEY")
+            key = reveal(self.settings.stripe_secret_key)
             if not key:
                 raise EntitlementError("STRIPE_SECRET_KEY is not set")
-            self._gateway = StripeGateway(key, api_base=self.config.get("STRIPE_API_BASE"))
+            self._gateway = StripeGateway(key, api_base=self.settings.stripe_api_base)
         return self._gateway
 
     # The switch.
@@ -168,7 +149,7 @@ class Billing:
         value = self.session.scalar(sa.select(Setting.value).where(Setting.key == PAYWALL_SETTING))
         if value is not None:
             return value == "on"
-        return flag("PAYWALL_ENABLED", self.config.get("PAYWALL_ENABLED"))
+        return self.settings.paywall_enabled
 
     def paywall_setting(self) -> Setting | None:
         """The database switch, or None when only ``PAYWALL_ENABLED`` decides."""
@@ -181,7 +162,7 @@ class Billing:
             ConfigError: switching on while a Stripe setting it needs is missing
                 (``variables`` names them); nothing is stored.
         """
-        missing = missing_stripe_settings(self.config) if enabled else []
+        missing = missing_stripe_settings(self.settings) if enabled else []
         if missing:
             raise ConfigError(
                 "cannot switch the paywall on: Stripe settings are missing: "
@@ -218,7 +199,8 @@ class Billing:
             return True
         since = aware(entitlement.past_due_since)
         if entitlement.status == "past_due" and since is not None:
-            return self.clock.now() < since + grace_days(self.config)
+            grace = dt.timedelta(days=self.settings.paywall_grace_days)
+            return self.clock.now() < since + grace
         return False
 
     def is_entitled(self, contact_id: int) -> bool:
@@ -247,7 +229,7 @@ class Billing:
 
     def is_billing_keyword(self, text: str) -> bool:
         """Whether a message asks for the customer portal (``BILLING_KEYWORD``, any case)."""
-        keyword = str(self.config.get("BILLING_KEYWORD") or "").strip().casefold()
+        keyword = self.settings.billing_keyword.strip().casefold()
         return bool(keyword) and text.strip().casefold() == keyword
 
     def portal_url(self, contact_id: int) -> str | None:
@@ -278,7 +260,7 @@ class Billing:
                 to pay is configured.
         """
         now = self.clock.now()
-        checkout = bool(self.config.get("STRIPE_PRICE_ID"))
+        checkout = bool(self.settings.stripe_price_id)
         reuse = CHECKOUT_REUSE if checkout else PAYMENT_LINK_REUSE
         unpaid = self.session.scalars(
             sa.select(PaymentLink)
@@ -308,7 +290,7 @@ class Billing:
 
     def _new_link(self, contact: Contact, now: dt.datetime, checkout: bool) -> PaymentLink:
         if not checkout:
-            base = self.config.get("STRIPE_PAYMENT_LINK_URL")
+            base = self.settings.stripe_payment_link_url
             if not base:
                 raise EntitlementError("set STRIPE_PRICE_ID or STRIPE_PAYMENT_LINK_URL")
             url = payment_link_url(base, client_reference_id(contact.phone))
@@ -317,10 +299,11 @@ class Billing:
         if success_url is None:
             raise EntitlementError("set STRIPE_SUCCESS_URL or PUBLIC_BASE_URL")
         entitlement = self.entitlement(contact.id, for_update=True)
+        assert self.settings.stripe_price_id is not None  # `checkout` says so
         made = self.gateway.create_checkout_session(
             phone=contact.phone,
             contact_id=contact.id,
-            price_id=self.config["STRIPE_PRICE_ID"],
+            price_id=self.settings.stripe_price_id,
             success_url=success_url,
             cancel_url=self._return_url("cancel"),
             customer_id=entitlement.stripe_customer_id if entitlement else None,
@@ -344,10 +327,13 @@ class Billing:
     def _return_url(self, kind: str) -> str | None:
         """Where Stripe sends the contact back: ``STRIPE_SUCCESS_URL`` /
         ``STRIPE_CANCEL_URL``, else Parley's own ``/stripe/return`` page."""
-        configured = {"success": "STRIPE_SUCCESS_URL", "cancel": "STRIPE_CANCEL_URL"}.get(kind)
-        if configured and self.config.get(configured):
-            return str(self.config[configured])
-        base = self.config.get("PUBLIC_BASE_URL")
+        configured = {
+            "success": self.settings.stripe_success_url,
+            "cancel": self.settings.stripe_cancel_url,
+        }.get(kind)
+        if configured:
+            return configured
+        base = self.settings.public_base_url
         return f"{str(base).rstrip('/')}/stripe/return?result={kind}" if base else None
 
     # Stripe events.

@@ -15,7 +15,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError
 
-from billing.paywall import Billing, missing_stripe_settings
+from billing.paywall import missing_stripe_settings
 from config import ConfigError
 from conversation.turn import Incoming
 from engine.templating import Templates
@@ -36,13 +36,11 @@ def validate_command(path: Path | None) -> None:
     """
     from cli.flows_design import report_problems, validate_path
 
+    settings = current_app.extensions["parley"].settings
     templates = install_liquid(
-        Templates(
-            Path(current_app.config["PROMPTS_DIR"]),
-            env_names=env_names(current_app.config.get("HTTP_ENV_ALLOWLIST")),
-        )
+        Templates(Path(settings.prompts_dir), env_names=env_names(settings.http_env_allowlist))
     )
-    target = path or Path(current_app.config["FLOWS_DIR"])
+    target = path or Path(settings.flows_dir)
     report_problems(*validate_path(target, templates))
 
 
@@ -80,8 +78,8 @@ def _chat(flow_id: str, phone: str, channel: str, name: str | None) -> None:
         _, phone = parse_address(phone)
     except ValueError as error:
         raise click.ClickException(f"--as: {error}") from error
-    config = current_app.config
-    if not (config.get("OPENAI_API_KEY") or config.get("OPENAI_BASE_URL")):
+    settings = parley.settings
+    if not (settings.openai_api_key or settings.openai_base_url):
         click.echo(
             "No LLM is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for an "
             "OpenAI-compatible server) in the environment or .env. Until then, LLM steps "
@@ -128,7 +126,7 @@ _NOT_MIGRATED = "the database cannot be read; is it migrated (flask --app app db
 
 
 def _switch(enabled: bool, who: str) -> None:
-    billing = Billing(db.session, current_app.config)
+    billing = current_app.extensions["parley"].billing(db.session)
     try:
         billing.set_paywall(enabled, who)
         db.session.commit()
@@ -158,7 +156,7 @@ def paywall_off(who: str) -> None:
 @paywall_cli.command("status")
 def paywall_status() -> None:
     """Say whether the paywall is on, and what decides it."""
-    billing = Billing(db.session, current_app.config)
+    billing = current_app.extensions["parley"].billing(db.session)
     try:
         enabled = billing.paywall_enabled()
         setting = billing.paywall_setting()
@@ -173,7 +171,7 @@ def paywall_status() -> None:
     finally:
         db.session.rollback()
     click.echo(f"Paywall is {'on' if enabled else 'off'} ({source}).")
-    missing = missing_stripe_settings(current_app.config)
+    missing = missing_stripe_settings(billing.settings)
     if enabled and missing:
         click.echo(f"Warning: {', '.join(missing)} is not set.", err=True)
 

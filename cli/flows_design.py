@@ -128,7 +128,7 @@ def schema_command(output: Path | None) -> None:
     if output is not None and str(output) == "-":
         click.echo(text, nl=False)
         return
-    target = output or Path(current_app.config["FLOWS_DIR"]) / SCHEMA_FILE
+    target = output or Path(current_app.extensions["parley"].settings.flows_dir) / SCHEMA_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     click.echo(f"Wrote {target}.")
@@ -155,7 +155,7 @@ def graph_command(flow_ref: str, out_dir: Path, no_svg: bool) -> None:
     """
     path = Path(flow_ref)
     if not path.is_file():
-        flows_dir = Path(current_app.config["FLOWS_DIR"])
+        flows_dir = Path(current_app.extensions["parley"].settings.flows_dir)
         candidates = [flows_dir / f"{flow_ref}.yaml", flows_dir / f"{flow_ref}.yml"]
         path = next((candidate for candidate in candidates if candidate.is_file()), path)
     if not path.is_file():
@@ -203,7 +203,6 @@ def test_command(path: Path | None, flows_dir: Path | None, verbose: bool) -> No
     from engine.flow import FlowError
     from engine.validate import load_flows
 
-    config = current_app.config
     parley = current_app.extensions["parley"]
     runner = parley.runner
     try:
@@ -214,7 +213,7 @@ def test_command(path: Path | None, flows_dir: Path | None, verbose: bool) -> No
             raise parley.flow_error
     except FlowError as error:
         raise click.ClickException(f"the flows do not load:\n{error}") from error
-    target = path or Path(flows_dir or config["FLOWS_DIR"]) / "tests"
+    target = path or Path(flows_dir or parley.settings.flows_dir) / "tests"
     if not target.exists():
         raise click.ClickException(f"no conversation tests at {target}")
     logger = logging.getLogger("parley")

@@ -8,7 +8,6 @@ from flask.cli import AppGroup
 from sqlalchemy.exc import DBAPIError
 
 from cli.runtime import _NOT_MIGRATED, _parse_now
-from delivery.outbound import twilio_sender
 from handover.expiry import expire_due_handovers
 from models import db
 
@@ -30,8 +29,10 @@ def expire_command(now: str | None) -> None:
     """
     moment = _parse_now(now)
     try:
-        with twilio_sender(current_app.config) as sender:
-            expired, ids = expire_due_handovers(moment, sender)
+        parley = current_app.extensions["parley"]
+        expired, ids = expire_due_handovers(
+            db.session, moment, parley.settings, send=lambda ids: parley.send_stored(ids)
+        )
     except DBAPIError as error:
         raise click.ClickException(f"{_NOT_MIGRATED} ({type(error.orig).__name__})") from error
     finally:

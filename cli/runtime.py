@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 
 import click
 from flask import current_app
@@ -13,7 +14,6 @@ from sqlalchemy.exc import DBAPIError
 
 from conversation.timers import TickReport, tick
 from conversation.versions import stored_versions, waiting_by_step
-from delivery.outbound import send_stored, twilio_sender
 from handover.expiry import expire_due_handovers
 from models import db
 
@@ -39,9 +39,14 @@ def run_tick(now: dt.datetime) -> TickReport:
     parley = current_app.extensions["parley"]
     turns = parley.turns()
     try:
-        with twilio_sender(current_app.config) as sender:
-            expire_due_handovers(now, sender)  # a handover nobody accepted: back to the bot
-            return tick(turns, now, send=lambda ids: send_stored(db.session, sender, ids))
+        with parley.twilio_sender() as sender:
+
+            def send(ids: Sequence[int]) -> int:
+                return parley.send_stored(ids, db.session, sender)
+
+            # A handover nobody accepted goes back to the bot, before the timers.
+            expire_due_handovers(db.session, now, parley.settings, send)
+            return tick(turns, now, send=send)
     finally:
         db.session.remove()
 

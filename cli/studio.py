@@ -121,7 +121,7 @@ def export_command(flow_id: str, output: Path | None) -> None:
     if flow is None:
         click.echo(f"no flow {flow_id!r} is loaded", err=True)
         sys.exit(1)
-    base_url = current_app.config.get("PUBLIC_BASE_URL") or "https://parley.example.org"
+    base_url = parley.settings.public_base_url or "https://parley.example.org"
     text = json.dumps(export_studio(flow, base_url), indent=2, ensure_ascii=False) + "\n"
     if output is None:
         click.echo(text, nl=False)

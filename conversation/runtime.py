@@ -64,7 +64,7 @@ def init_runtime(app: Flask, parley: Parley, strict: bool = True) -> FlowRuntime
     """
     settings_error = None
     try:
-        settings = load_settings(Path(app.config["FLOWS_DIR"]))
+        settings = load_settings(Path(parley.settings.flows_dir))
     except FlowError as error:
         if strict:
             raise

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from collections.abc import Mapping
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -29,7 +27,6 @@ from models.entities import Contact, Conversation, Execution, Message, utcnow
 
 log = logging.getLogger("parley.erasure")
 
-DEFAULT_KEYWORD = "delete my data"
 CONFIRMATION = (
     "Done: we deleted your messages and everything we kept about our conversations. "
     "Text us again any time to start afresh."
@@ -93,14 +90,14 @@ def erase(
     return counts
 
 
-def delete_my_data(session: Session, config: Mapping[str, Any]) -> Responder:
-    """The responder for the ``DELETE_KEYWORD`` text (case, accents, punctuation ignored).
+def delete_my_data(session: Session, keyword: str) -> Responder:
+    """The responder for `keyword` (``DELETE_KEYWORD``; case, accents, punctuation ignored).
 
     The contact's earlier messages go; the request itself was stored before the
     responder ran and stays, with the confirmation, as the record the contact
     sees.
     """
-    keyword = _normal(str(config.get("DELETE_KEYWORD") or DEFAULT_KEYWORD))
+    keyword = _normal(keyword)
 
     def respond(contact: EngineContact, text: str) -> list[str] | None:
         if _normal(text) != keyword:

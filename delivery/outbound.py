@@ -8,17 +8,20 @@ still in the transcript, marked ``failed``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from flask import current_app, has_app_context
 from sqlalchemy.orm import Session
 
+from config import Settings, reveal
 from delivery.optout import cancel_opted_out
 from integrations.twilio import TwilioSender
 from models import Message
+
+if TYPE_CHECKING:
+    from delivery.outbox import Settings as OutboxSettings
 
 log = logging.getLogger("parley.outbound")
 
@@ -28,18 +31,26 @@ def contact_address(channel: str, phone: str) -> str:
     return f"whatsapp:{phone}" if channel == "whatsapp" else phone
 
 
-def sender_from_config(config: Mapping[str, Any]) -> TwilioSender | None:
-    """A Twilio REST sender, or None without ``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``."""
-    sid, token = config.get("TWILIO_ACCOUNT_SID"), config.get("TWILIO_AUTH_TOKEN")
+def rest_sender(settings: Settings) -> TwilioSender | None:
+    """A Twilio REST sender, or None without ``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``.
+
+    Args:
+        settings: The app's settings.
+    """
+    sid, token = settings.twilio_account_sid, reveal(settings.twilio_auth_token)
     if not (sid and token):
         return None
-    return TwilioSender(sid, token, api_base_url=config.get("TWILIO_API_BASE"))
+    return TwilioSender(sid, token, api_base_url=settings.twilio_api_base)
 
 
 @contextmanager
-def twilio_sender(config: Mapping[str, Any]) -> Iterator[TwilioSender | None]:
-    """`sender_from_config` for a block of sends, closed at its end."""
-    sender = sender_from_config(config)
+def twilio_sender(settings: Settings) -> Iterator[TwilioSender | None]:
+    """`rest_sender` for a block of sends, closed at its end.
+
+    Args:
+        settings: The app's settings.
+    """
+    sender = rest_sender(settings)
     try:
         yield sender
     finally:
@@ -47,7 +58,12 @@ def twilio_sender(config: Mapping[str, Any]) -> Iterator[TwilioSender | None]:
             sender.close()
 
 
-def send_stored(session: Session, sender: TwilioSender | None, message_ids: Sequence[int]) -> int:
+def send_stored(
+    session: Session,
+    sender: TwilioSender | None,
+    message_ids: Sequence[int],
+    settings: OutboxSettings,
+) -> int:
     """Send stored outbound messages in order, each at most once, and record the outcome.
 
     Each send is recorded before and after the REST call, retried on Twilio
@@ -59,15 +75,15 @@ def send_stored(session: Session, sender: TwilioSender | None, message_ids: Sequ
         sender: The Twilio sender, or None when Twilio is not configured
             (every message is then marked failed).
         message_ids: Outbound message ids, in the order to send them.
+        settings: How sends are made and retried (the container's ``delivery``).
 
     Returns:
         How many were accepted by Twilio.
     """
-    from delivery.outbox import Outbox, Settings  # it sends through this module's helpers
+    from delivery.outbox import Outbox  # it sends through this module's helpers
 
     message_ids = cancel_opted_out(session, message_ids)  # STOP: nothing goes out
-    config = current_app.config if has_app_context() else {}
-    Outbox(session, sender, Settings.from_config(config)).send_messages(message_ids)
+    Outbox(session, sender, settings).send_messages(message_ids)
     return (
         session.scalar(
             sa.select(sa.func.count())

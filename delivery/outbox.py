@@ -32,7 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -51,6 +51,7 @@ from tenacity import (
 )
 from twilio.base.exceptions import TwilioRestException
 
+from config import Settings as AppSettings
 from delivery.optout import allows
 from delivery.outbound import contact_address
 from delivery.status import (
@@ -203,14 +204,14 @@ class Settings:
     inflight_seconds: float = 30.0 + DEFAULT_SEND_TIMEOUT + 15.0
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Settings:
-        """The settings from the app's configuration."""
-        deadline = float(config.get("TWILIO_SEND_DEADLINE") or 30)
+    def from_settings(cls, settings: AppSettings) -> Settings:
+        """The delivery part of the app's settings."""
+        deadline = settings.twilio_send_deadline
         return cls(
-            public_base_url=config.get("PUBLIC_BASE_URL") or None,
-            debounce_seconds=float(config.get("TURN_DEBOUNCE_MS") or 0) / 1000,
+            public_base_url=settings.public_base_url,
+            debounce_seconds=settings.turn_debounce_ms / 1000,
             send_deadline=deadline,
-            retry_backoff=float(config.get("TWILIO_RETRY_BACKOFF") or 0.5),
+            retry_backoff=settings.twilio_retry_backoff,
             inflight_seconds=deadline + DEFAULT_SEND_TIMEOUT + 15.0,
         )
 

@@ -5,24 +5,21 @@ A handover to a Flex workflow's queue (``queue:WW…``, an imported Studio
 an agent answers.
 
 The ``clock`` process (`cli.runtime.run_tick`) and ``flask handover expire``
-run `expire_due_handovers` with the app's settings.
+run `expire_due_handovers` with the app's settings (from the container).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
-from flask import current_app
 from sqlalchemy.orm import Session
 
-from delivery.outbound import send_stored
+from config import Settings
 from handover.control import BOT, _last_event, _lock, _record, _store, events, handback
 from handover.routing import next_available
-from models import db
 from models.entities import Conversation, as_utc
 from models.store import OutboundPart
 
@@ -95,24 +92,32 @@ def _tried(session: Session, conversation_id: int) -> set[str]:
     return tried
 
 
-def expire_due_handovers(now: dt.datetime, sender: Any) -> tuple[int, list[int]]:
+def expire_due_handovers(
+    session: Session,
+    now: dt.datetime,
+    settings: Settings,
+    send: Callable[[Sequence[int]], object],
+) -> tuple[int, list[int]]:
     """`expire_handovers` with the app's settings, sending what it stored (the clock runs it).
 
     Args:
+        session: The session.
         now: The time to expire up to.
-        sender: The Twilio REST sender (`delivery.outbound.sender_from_config`), or None.
+        settings: The app's settings (``HANDOVER_CONFIRM_SECONDS``,
+            ``HANDOVER_EXPIRED_MESSAGE``, ``HANDOVER_EXPIRED_TO``).
+        send: Sends stored outbound messages through the Twilio REST API
+            (`delivery.outbound.send_stored` with the app's sender).
 
     Returns:
         How many handovers were given back, and the message ids sent.
     """
-    config = current_app.config
     expired, ids = expire_handovers(
-        db.session,
+        session,
         now,
-        float(config.get("HANDOVER_CONFIRM_SECONDS") or 300),
-        str(config.get("HANDOVER_EXPIRED_MESSAGE") or ""),
-        pick=next_available if config.get("HANDOVER_EXPIRED_TO") == "next_agent" else None,
+        settings.handover_confirm_seconds,
+        settings.handover_expired_message,
+        pick=next_available if settings.handover_expired_to == "next_agent" else None,
     )
     if ids:
-        send_stored(db.session, sender, ids)
+        send(ids)
     return expired, ids

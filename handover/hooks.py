@@ -26,12 +26,11 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import requests
 import sqlalchemy as sa
-from flask import current_app, has_app_context
 from sqlalchemy.orm import Session
 from tenacity import (
     Retrying,
@@ -40,6 +39,8 @@ from tenacity import (
     stop_after_delay,
     wait_random_exponential,
 )
+
+from config import Settings, reveal
 
 log = logging.getLogger("parley.handover.hooks")
 
@@ -73,8 +74,25 @@ def verify(
 
 
 def queue(session: Session, payload: dict[str, Any]) -> None:
-    """Announce `payload` once the session's transaction commits."""
+    """Announce `payload` once the session's transaction commits (see `take_pending`)."""
     session.info.setdefault(_PENDING, []).append(payload)
+
+
+def take_pending(session: Session) -> list[dict[str, Any]]:
+    """The payloads queued in the transaction `session` just committed, now forgotten.
+
+    The app's wiring (app.py) calls it after every commit and passes them to
+    `announce` with its settings.
+    """
+    return session.info.pop(_PENDING, None) or []
+
+
+def announce(settings: Settings, payloads: Iterable[dict[str, Any]]) -> None:
+    """`post` each payload, in order, when ``AGENT_WEBHOOK_URL`` is set."""
+    if not settings.agent_webhook_url:
+        return
+    for payload in payloads:
+        post(settings, payload)
 
 
 def _retryable(error: BaseException) -> bool:
@@ -84,9 +102,14 @@ def _retryable(error: BaseException) -> bool:
     return isinstance(error, requests.ConnectionError | requests.Timeout)
 
 
-def post(config: Mapping[str, Any], payload: dict[str, Any]) -> bool:
-    """POST one signed payload, retried with backoff. Returns whether it was accepted (2xx)."""
-    url, secret = config.get("AGENT_WEBHOOK_URL"), config.get("AGENT_WEBHOOK_SECRET")
+def post(settings: Settings, payload: dict[str, Any]) -> bool:
+    """POST one signed payload, retried with backoff. Returns whether it was accepted (2xx).
+
+    Args:
+        settings: The app's settings (``AGENT_WEBHOOK_*``).
+        payload: The JSON payload.
+    """
+    url, secret = settings.agent_webhook_url, reveal(settings.agent_webhook_secret)
     if not url:
         return False
     if not secret:
@@ -95,11 +118,8 @@ def post(config: Mapping[str, Any], payload: dict[str, Any]) -> bool:
     body = json.dumps(payload, separators=(",", ":"), default=str).encode()
     retrying = Retrying(
         retry=retry_if_exception(_retryable),
-        wait=wait_random_exponential(
-            multiplier=float(config.get("AGENT_WEBHOOK_BACKOFF") or 0.5), max=8
-        ),
-        stop=stop_after_delay(float(config.get("AGENT_WEBHOOK_DEADLINE") or 10))
-        | stop_after_attempt(10),
+        wait=wait_random_exponential(multiplier=settings.agent_webhook_backoff, max=8),
+        stop=stop_after_delay(settings.agent_webhook_deadline) | stop_after_attempt(10),
         reraise=True,
     )
     try:
@@ -107,7 +127,7 @@ def post(config: Mapping[str, Any], payload: dict[str, Any]) -> bool:
             with attempt:
                 headers = {
                     "Content-Type": "application/json",
-                    SIGNATURE_HEADER: sign(str(secret), int(time.time()), body),
+                    SIGNATURE_HEADER: sign(secret, int(time.time()), body),
                 }
                 response = requests.post(url, data=body, headers=headers, timeout=5)
                 response.raise_for_status()
@@ -115,18 +135,6 @@ def post(config: Mapping[str, Any], payload: dict[str, Any]) -> bool:
         log.error("agent_hook.failed type=%s reason=%s", payload.get("type"), error)
         return False
     return True
-
-
-@sa.event.listens_for(Session, "after_commit")
-def _after_commit(session: Session) -> None:
-    pending = session.info.pop(_PENDING, None)
-    if not pending or not has_app_context():
-        return
-    config = current_app.config
-    if not config.get("AGENT_WEBHOOK_URL"):
-        return
-    for payload in pending:
-        post(config, payload)
 
 
 @sa.event.listens_for(Session, "after_rollback")

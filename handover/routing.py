@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from config import Settings
 from conversation.responder_settings import AfterHoursSettings
 from engine.ports import Clock
 from engine.ports import Contact as EngineContact
@@ -83,7 +83,7 @@ def hand_back(
 
 def human_request(
     session: Session,
-    config: Mapping[str, Any],
+    settings: Settings,
     hours: AfterHoursSettings | None = None,
     clock: Clock | None = None,
 ) -> Responder:
@@ -96,11 +96,11 @@ def human_request(
     """
     phrases = {
         phrase.strip().casefold()
-        for phrase in str(config.get("HANDOVER_PHRASES") or "").split(",")
+        for phrase in settings.handover_phrases.split(",")
         if phrase.strip()
     }
-    queue = f"queue:{config.get('HANDOVER_QUEUE') or 'support'}"
-    message = str(config.get("HANDOVER_MESSAGE") or "")
+    queue = f"queue:{settings.handover_queue}"
+    message = settings.handover_message
 
     def respond(contact: EngineContact, text: str) -> list[str] | None:
         if " ".join(text.split()).casefold() not in phrases:
@@ -110,7 +110,7 @@ def human_request(
             return None
         handover(session, conversation.id, BOT, queue)
         texts = [message] if message else []
-        note = closed_note(config, hours, clock)
+        note = closed_note(settings.handover_closed_message, hours, clock)
         if note:
             texts.append(note)
         return texts
@@ -118,15 +118,12 @@ def human_request(
     return respond
 
 
-def closed_note(
-    config: Mapping[str, Any], hours: AfterHoursSettings | None, clock: Clock | None
-) -> str | None:
-    """``HANDOVER_CLOSED_MESSAGE`` with ``{opening}`` filled in, outside opening hours.
+def closed_note(closed: str, hours: AfterHoursSettings | None, clock: Clock | None) -> str | None:
+    """`closed` (``HANDOVER_CLOSED_MESSAGE``) with ``{opening}`` filled in, outside opening hours.
 
     Returns:
         The note, or None while the team is open (or no hours are configured).
     """
-    closed = str(config.get("HANDOVER_CLOSED_MESSAGE") or "")
     if hours is None or clock is None or not closed:
         return None
     now = clock.now()

@@ -22,7 +22,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "OpenAILLM",
     "UnconfiguredLLM",
-    "llm_from_config",
+    "openai_llm",
 ]
 
 log = logging.getLogger(__name__)
@@ -249,60 +249,36 @@ class UnconfiguredLLM:
         raise LLMUnavailable(UNCONFIGURED_MESSAGE)
 
 
-def llm_from_config(config: Mapping[str, Any]) -> LLM:
-    """Build the LLM the configuration asks for.
+def openai_llm(
+    *,
+    api_key: str | None,
+    base_url: str | None,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    max_user_chars: int = DEFAULT_MAX_USER_CHARS,
+) -> LLM:
+    """Build the LLM the settings ask for.
 
     Args:
-        config: A mapping such as Flask's ``app.config``, read for
-            ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_TIMEOUT`` (float
-            seconds per attempt, default 6), ``OPENAI_MAX_RETRIES`` (int,
-            default 1) and ``PROMPT_MAX_CONTACT_CHARS`` (characters of one user
-            message, default 8192). Empty strings count as unset.
+        api_key: ``OPENAI_API_KEY``, or None.
+        base_url: ``OPENAI_BASE_URL`` (any OpenAI-compatible server), or None.
+        timeout: Seconds per HTTP attempt (``OPENAI_TIMEOUT``).
+        max_retries: Retries of a failed attempt (``OPENAI_MAX_RETRIES``).
+        max_user_chars: The most characters of one user message sent to the
+            model (``PROMPT_MAX_CONTACT_CHARS``); the rest is cut.
 
     Returns:
-        An `OpenAILLM` when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set,
-        else an `UnconfiguredLLM` whose calls raise `LLMUnavailable`.
-
-    Raises:
-        ValueError: ``OPENAI_TIMEOUT``, ``OPENAI_MAX_RETRIES`` or
-            ``PROMPT_MAX_CONTACT_CHARS`` is not a number, or is negative (the
-            timeout and the cap must be positive).
+        An `OpenAILLM` when `api_key` or `base_url` is set, else an
+        `UnconfiguredLLM` whose calls raise `LLMUnavailable`.
     """
-    api_key = config.get("OPENAI_API_KEY") or None
-    base_url = config.get("OPENAI_BASE_URL") or None
-    if api_key is None and base_url is None:
+    if not api_key and not base_url:
         return UnconfiguredLLM()
-
-    timeout_setting = config.get("OPENAI_TIMEOUT")
-    retries_setting = config.get("OPENAI_MAX_RETRIES")
-    try:
-        timeout = float(timeout_setting) if timeout_setting not in (None, "") else DEFAULT_TIMEOUT
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"OPENAI_TIMEOUT must be a number of seconds, got {timeout_setting!r}"
-        ) from None
-    try:
-        max_retries = (
-            int(retries_setting) if retries_setting not in (None, "") else DEFAULT_MAX_RETRIES
-        )
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"OPENAI_MAX_RETRIES must be an integer, got {retries_setting!r}"
-        ) from None
-    if not timeout > 0:
-        raise ValueError(f"OPENAI_TIMEOUT must be positive, got {timeout_setting!r}")
-    if max_retries < 0:
-        raise ValueError(f"OPENAI_MAX_RETRIES must not be negative, got {retries_setting!r}")
-    cap_setting = config.get("PROMPT_MAX_CONTACT_CHARS")
-    cap = str(cap_setting).strip() if cap_setting not in (None, "") else ""
-    if cap and not (cap.isascii() and cap.isdigit() and int(cap) >= 1):
-        raise ValueError(f"PROMPT_MAX_CONTACT_CHARS must be a whole number, got {cap_setting!r}")
     return OpenAILLM(
-        api_key=api_key,
-        base_url=base_url,
+        api_key=api_key or None,
+        base_url=base_url or None,
         timeout=timeout,
         max_retries=max_retries,
-        max_user_chars=int(cap) if cap else DEFAULT_MAX_USER_CHARS,
+        max_user_chars=max_user_chars,
     )
 
 

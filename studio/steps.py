@@ -27,10 +27,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from config import Settings, reveal
 from conversation.turn import History, Incoming, TurnPlan, TurnService, store_incoming
 from engine.ports import LLM, Channel, Contact, ExecutionState, InboundMessage
 from engine.runner import Runner
-from integrations.openai import llm_from_config
+from integrations.openai import openai_llm
 
 log = logging.getLogger("parley.studio")
 
@@ -40,28 +41,20 @@ HANDED_TO_STUDIO = "studio"
 #: Studio reads at most this many bytes of an HTTP widget's answer.
 MAX_RESPONSE_BYTES = 64 * 1024
 
-#: Default for ``STUDIO_LLM_TIMEOUT``: one LLM attempt, well inside Studio's 10 s.
-DEFAULT_LLM_TIMEOUT = 7.0
 
-
-def studio_llm(config: Mapping[str, Any]) -> LLM:
+def studio_llm(settings: Settings) -> LLM:
     """The LLM for step endpoints: one attempt of ``min(STUDIO_LLM_TIMEOUT, OPENAI_TIMEOUT)`` s.
 
-    Raises:
-        ValueError: ``STUDIO_LLM_TIMEOUT`` is not a positive number (or an
-            ``OPENAI_*`` setting is malformed, see `llm_from_config`).
+    Args:
+        settings: The app's settings.
     """
-    raw = config.get("STUDIO_LLM_TIMEOUT")
-    try:
-        limit = float(raw) if raw not in (None, "") else DEFAULT_LLM_TIMEOUT
-    except (TypeError, ValueError):
-        raise ValueError(f"STUDIO_LLM_TIMEOUT must be a number of seconds, got {raw!r}") from None
-    if not limit > 0:
-        raise ValueError(f"STUDIO_LLM_TIMEOUT must be positive, got {raw!r}")
-    openai_timeout = config.get("OPENAI_TIMEOUT")
-    if openai_timeout not in (None, ""):
-        limit = min(limit, float(openai_timeout))
-    return llm_from_config({**config, "OPENAI_TIMEOUT": str(limit), "OPENAI_MAX_RETRIES": "0"})
+    return openai_llm(
+        api_key=reveal(settings.openai_api_key),
+        base_url=settings.openai_base_url,
+        timeout=min(settings.studio_llm_timeout, settings.openai_timeout),
+        max_retries=0,
+        max_user_chars=settings.prompt_max_contact_chars,
+    )
 
 
 @dataclass

@@ -24,9 +24,8 @@ from celery import Celery
 from flask import Flask, current_app
 from sqlalchemy.exc import OperationalError
 
+from config import reveal
 from delivery.dispatcher import Dispatcher, TurnNotFinished, stalled_contacts
-from delivery.outbound import sender_from_config
-from delivery.outbox import Settings
 from integrations.twilio import TwilioSender
 from models import db
 
@@ -41,13 +40,15 @@ SWEEP_TASK = "parley.sweep"
 def init_celery(app: Flask) -> Celery | None:
     """Register Celery with the app when ``REDIS_URL`` is set (else None: turns run inline).
 
-    The app is kept as ``app.extensions["celery"]``.
+    The app is kept as ``app.extensions["celery"]``; its settings come from the
+    container (``app.extensions["parley"]``), which `create_app` builds first.
     """
-    url = app.config.get("REDIS_URL")
+    settings = app.extensions["parley"].settings
+    url = reveal(settings.redis_url)
     if not url:
         return None
     celery = Celery("parley", broker=url, set_as_current=False)
-    visibility_timeout = int(app.config.get("CELERY_VISIBILITY_TIMEOUT") or 300)
+    visibility_timeout = settings.celery_visibility_timeout
     celery.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -73,7 +74,7 @@ def init_celery(app: Flask) -> Celery | None:
         beat_schedule={
             "sweep": {
                 "task": SWEEP_TASK,
-                "schedule": float(app.config.get("SWEEP_INTERVAL_SECONDS") or 30),
+                "schedule": settings.sweep_interval_seconds,
             }
         },
         worker_hijack_root_logger=False,
@@ -137,10 +138,10 @@ def dispatcher(sender: TwilioSender | None = None) -> Dispatcher:
         sender: The Twilio sender to use; None makes a new one from the
             configuration, which the caller closes (``dispatcher.sender``).
     """
-    turns = current_app.extensions["parley"].turns()
+    parley = current_app.extensions["parley"]
     if sender is None:
-        sender = sender_from_config(current_app.config)
-    return Dispatcher(db.session, turns, sender, Settings.from_config(current_app.config))
+        sender = parley.sender()
+    return Dispatcher(db.session, parley.turns(), sender, parley.delivery)
 
 
 _threads = threading.local()
@@ -156,7 +157,7 @@ def thread_sender() -> TwilioSender | None:
     senders: dict[int, TwilioSender | None] = _threads.__dict__.setdefault("senders", {})
     key = id(current_app._get_current_object())  # type: ignore[attr-defined]
     if key not in senders:
-        senders[key] = sender_from_config(current_app.config)
+        senders[key] = current_app.extensions["parley"].sender()
     return senders[key]
 
 
@@ -181,7 +182,7 @@ def sweep_stalled(celery: Celery | None, grace_seconds: float | None = None) -> 
         How many contacts were re-run or re-enqueued.
     """
     if grace_seconds is None:
-        grace_seconds = float(current_app.config.get("SWEEP_GRACE_SECONDS") or 60)
+        grace_seconds = current_app.extensions["parley"].settings.sweep_grace_seconds
     contacts = stalled_contacts(db.session, grace_seconds)
     for contact_id in contacts:
         log.warning("sweep.stalled contact=%s", contact_id)

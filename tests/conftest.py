@@ -127,9 +127,27 @@ def base_config(database_url: str, fake_openai: FakeOpenAI) -> dict:
 
 
 @pytest.fixture
-def app_config(database_url: str, fake_openai: FakeOpenAI, fake_twilio: FakeTwilio) -> dict:
-    """Settings for `app`; a test may change them before it asks for `app`."""
-    return {**base_config(database_url, fake_openai), "TWILIO_API_BASE": fake_twilio.base_url}
+def app_config(
+    request: pytest.FixtureRequest,
+    database_url: str,
+    fake_openai: FakeOpenAI,
+    fake_twilio: FakeTwilio,
+) -> dict:
+    """Settings for `app`, by environment variable name.
+
+    The app parses its settings once, when it is created: a test that needs
+    other values marks itself ``@pytest.mark.settings(TURN_LEASE_SECONDS="1")``
+    (or a module overrides this fixture); changing ``app.config`` afterwards
+    changes nothing Parley reads.
+    """
+    marked = {}
+    for marker in reversed(list(request.node.iter_markers("settings"))):
+        marked.update(marker.kwargs)
+    return {
+        **base_config(database_url, fake_openai),
+        "TWILIO_API_BASE": fake_twilio.base_url,
+        **marked,
+    }
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import json
 import pytest
 from openapi_spec_validator import validate
 
+from app import create_app
 from curation.curator import Curator
 from models import db
 from tests.admin_support import seed_conversation
@@ -200,8 +201,16 @@ def test_internal_api_needs_its_token_and_a_good_body(app, client):
         response = recent(client, bad)
         assert response.status_code == 400, bad
         assert response.json["error"]
-    app.config["INTERNAL_API_TOKEN"] = None
-    assert recent(client, {"contact_id": 1}).status_code == 503
+
+
+def test_internal_api_is_closed_without_a_token(app_config):
+    app_config["INTERNAL_API_TOKEN"] = None
+    app = create_app(app_config)
+    try:
+        assert recent(app.test_client(), {"contact_id": 1}).status_code == 503
+    finally:
+        with app.app_context():
+            db.engine.dispose()
 
 
 def test_the_openapi_document_is_valid_and_covers_every_api_route(app, client):

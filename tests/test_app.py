@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from config import database_url, load_config
+from config import database_url
 from engine.flow import FlowError
+from models import db
 
 BROKEN = """\
 id: broken
@@ -45,15 +46,26 @@ def test_database_url_defaults_to_sqlite_and_rewrites_postgres(tmp_path: Path):
     assert database_url("sqlite:////tmp/x.db", tmp_path) == "sqlite:////tmp/x.db"
 
 
-def test_environment_is_read_and_overrides_win():
-    settings = load_config(
-        {"OPENAI_MODEL": "gpt-4.1-mini", "PUBLIC_BASE_URL": "", "UNRELATED": "x"},
-        {"TWILIO_AUTH_TOKEN": "t"},
+def test_the_factory_takes_string_overrides_and_gives_flask_only_its_own():
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": "sqlite://",
+            "TURN_LEASE_SECONDS": "6",
+            "OPENAI_MAX_RETRIES": "0",
+            "WTF_CSRF_ENABLED": False,
+        }
     )
-    assert settings["OPENAI_MODEL"] == "gpt-4.1-mini"
-    assert settings["PUBLIC_BASE_URL"] is None  # empty counts as unset
-    assert settings["TWILIO_AUTH_TOKEN"] == "t"
-    assert "UNRELATED" not in settings
+    try:
+        settings = app.extensions["parley"].settings
+        assert (settings.turn_lease_seconds, settings.openai_max_retries) == (6.0, 0)
+        assert app.extensions["parley"].turn_settings.lease_seconds == 6.0
+        assert app.config["TESTING"] is True and app.config["WTF_CSRF_ENABLED"] is False
+        assert app.config["SQLALCHEMY_DATABASE_URI"] == "sqlite://"
+        assert "TURN_LEASE_SECONDS" not in app.config  # Parley reads its settings, not these
+    finally:
+        with app.app_context():
+            db.engine.dispose()
 
 
 def test_landing_page_lists_flows_and_the_webhook(client):

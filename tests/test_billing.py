@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from app import create_app
 from billing.paywall import Billing, SqlEntitlements, missing_stripe_settings
-from config import ConfigError
+from config import ConfigError, Settings, load_settings
 from engine.ports import Contact, EntitlementError
 from integrations.stripe import (
     StripeGateway,
@@ -58,8 +58,11 @@ def ctx(app):
         yield app
 
 
-def billing(app, clock: FixedClock, **config) -> Billing:
-    return Billing(db.session, {**app.config, **config}, clock=clock)
+def billing(app, clock: FixedClock, **changes) -> Billing:
+    """The app's billing service, with some settings changed (by variable name; None unsets)."""
+    settings = app.extensions["parley"].settings
+    changed = {**settings.model_dump(), **{name.lower(): value for name, value in changes.items()}}
+    return Billing(db.session, Settings.model_validate(changed), clock=clock)
 
 
 def new_contact(phone: str = PHONE) -> Contact:
@@ -371,11 +374,14 @@ def test_switching_on_without_stripe_settings_names_what_is_missing(ctx, clock):
 
 
 def test_missing_stripe_settings():
-    assert missing_stripe_settings(stripe_settings(PUBLIC_BASE_URL="https://x")) == []
-    assert missing_stripe_settings(stripe_settings()) == ["STRIPE_SUCCESS_URL or PUBLIC_BASE_URL"]
+    def missing(values: dict) -> list[str]:
+        return missing_stripe_settings(load_settings(values))
+
+    assert missing(stripe_settings(PUBLIC_BASE_URL="https://x")) == []
+    assert missing(stripe_settings()) == ["STRIPE_SUCCESS_URL or PUBLIC_BASE_URL"]
     link_only = stripe_settings(STRIPE_PRICE_ID=None, STRIPE_PAYMENT_LINK_URL=PAYMENT_LINK_URL)
-    assert missing_stripe_settings(link_only) == []
-    assert missing_stripe_settings({}) == [
+    assert missing(link_only) == []
+    assert missing({}) == [
         "STRIPE_SECRET_KEY",
         "STRIPE_WEBHOOK_SECRET",
         "STRIPE_PRICE_ID or STRIPE_PAYMENT_LINK_URL",
@@ -413,7 +419,7 @@ def test_startup_with_the_paywall_on_and_stripe_set_up():
             **stripe_settings(PUBLIC_BASE_URL="https://x"),
         }
     )
-    assert app.config["PAYWALL_ENABLED"] == "yes"
+    assert app.extensions["parley"].settings.paywall_enabled is True
     with app.app_context():
         db.engine.dispose()
 

@@ -14,7 +14,6 @@ from kombu.transport.redis import Channel
 from twilio.request_validator import RequestValidator
 
 from delivery.dispatcher import Dispatcher
-from delivery.outbound import send_stored, sender_from_config
 from delivery.outbox import Settings
 from delivery.status import OUTSIDE_WINDOW, failed_deliveries
 from models import Contact, Delivery, Message, db
@@ -429,7 +428,7 @@ def test_outside_the_whatsapp_window_a_template_is_sent_or_nothing(app, twilio, 
     )
 
     with app.app_context():
-        sent = send_stored(db.session, sender_from_config(app.config), ids)
+        sent = app.extensions["parley"].send_stored(ids, db.session)
 
     assert sent == 1
     [request] = fake_twilio.requests
@@ -451,7 +450,7 @@ def test_sms_has_no_window_and_media_goes_with_the_text(app, twilio, fake_twilio
     image = "https://example.com/goal.png"
     ids = _store_later(app, [OutboundPart(body="Hello?", media_url=image)])
     with app.app_context():
-        worker = Dispatcher(db.session, None, sender_from_config(app.config), Settings())
+        worker = Dispatcher(db.session, None, app.extensions["parley"].sender(), Settings())
         assert worker.send_messages(ids) == 1
     assert fake_twilio.bodies == ["Hello?"]
     assert fake_twilio.requests[0]["form"]["MediaUrl"] == image

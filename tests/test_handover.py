@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from delivery.outbound import send_stored, sender_from_config
 from handover.control import (
     ControlError,
     agent_message,
@@ -80,8 +79,7 @@ def act(app, action, *args, **kwargs):
         if isinstance(result, int):
             ids = [result]
         if ids:
-            sender = sender_from_config(app.config)
-            send_stored(db.session, sender, ids)
+            app.extensions["parley"].send_stored(ids, db.session)
         db.session.remove()
     return result
 
@@ -173,7 +171,7 @@ def test_a_handback_at_a_chosen_step_enters_it_at_once(app, twilio, fake_twilio)
         hand_back(app.extensions["parley"].turns(), cid, "agent:7", "nowhere")
     with app.app_context():
         ids = hand_back(app.extensions["parley"].turns(), cid, "agent:7", "nudge")
-        send_stored(db.session, sender_from_config(app.config), ids)
+        app.extensions["parley"].send_stored(ids, db.session)
 
     assert fake_twilio.bodies == ["Still there? Reply any time to carry on.", QUESTION]
     assert messages_of(twilio.say("sleep", sender=SENDER).data) == ["Noted: sleep."]
@@ -211,7 +209,7 @@ def test_an_unconfirmed_handover_goes_back_to_the_bot_with_a_message(app, twilio
     )
     assert "Gave back 1 handover(s)" in result.output
 
-    assert fake_twilio.bodies == [app.config["HANDOVER_EXPIRED_MESSAGE"]]
+    assert fake_twilio.bodies == [app.extensions["parley"].settings.handover_expired_message]
     assert [kind for kind, _, _ in kinds(app, cid)] == ["handover", "handover_expired"]
     assert messages_of(twilio.say("sleep", sender=SENDER).data) == ["Noted: sleep."]
 
@@ -235,5 +233,5 @@ def test_the_clock_gives_back_a_handover_nobody_accepted(app, twilio, fake_twili
     assert "Fired 0 timer(s)" in tick(app, later(0.1))  # the timer resumed: 1 h left
 
     assert [kind for kind, _, _ in kinds(app, cid)] == ["handover", "handover_expired"]
-    assert fake_twilio.bodies == [app.config["HANDOVER_EXPIRED_MESSAGE"]]
+    assert fake_twilio.bodies == [app.extensions["parley"].settings.handover_expired_message]
     assert messages_of(twilio.say("movement", sender=SENDER).data) == ["Noted: movement."]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from delivery.outbound import send_stored, sender_from_config
 from handover.control import agent_message, handback, takeover
 from models import Conversation, Message, db
 from tasks import dispatcher
@@ -76,7 +75,7 @@ def test_queued_turns_and_sends_stay_silent_after_a_takeover(app, twilio, fake_t
     with app.app_context():
         message_id = agent_message(db.session, cid(app), "agent:7", "Sam here.")
         db.session.commit()
-        send_stored(db.session, sender_from_config(app.config), [message_id])
+        app.extensions["parley"].send_stored([message_id], db.session)
         db.session.remove()
     in_context(app, handback, cid(app), "agent:7")
     with app.app_context():  # a sweep after the handback sends nothing held back

@@ -114,7 +114,7 @@ def test_available_goes_to_the_agent_who_waited_longest_and_the_bot_carries_on_a
         ("available", "queue:desk"),
     ],
 )
-def test_targets(app, twilio, to, expected):
+def test_targets(app, app_config, twilio, to, expected):
     add_user(app, "ann@example.org", "agent")
     expected = expected.replace("1", str(user_id(app, "ann@example.org")))
     with app.app_context():
@@ -124,10 +124,10 @@ def test_targets(app, twilio, to, expected):
         db.session.commit()
     # The flow reads its target from a variable: start it with that variable set.
     flow = FLOW.replace("{to: available}", f"{{to: '{to}'}}")
-    Path(app.config["FLOWS_DIR"], "support.yaml").write_text(flow, encoding="utf-8")
+    Path(app_config["FLOWS_DIR"], "support.yaml").write_text(flow, encoding="utf-8")
     from app import create_app
 
-    other = create_app({**app.config, "FLOWS_DIR": app.config["FLOWS_DIR"]})
+    other = create_app(app_config)
     try:
         from tests.conftest import TwilioWebhook
 
@@ -160,7 +160,7 @@ steps:
     handover: queue:coaches
     message: "A coach will write to you here."
 """
-    Path(app.config["FLOWS_DIR"], "support.yaml").write_text(flow, encoding="utf-8")
+    Path(app_config["FLOWS_DIR"], "support.yaml").write_text(flow, encoding="utf-8")
     from app import create_app
 
     other = create_app(app_config)
@@ -211,7 +211,7 @@ def test_an_unaccepted_handover_goes_to_the_next_available_agent_then_the_bot(
             db.engine.dispose()
     # Ann (never assigned: waited longest), then Bob, then nobody else: the bot.
     assert holders == [f"agent:{ann}", f"agent:{bob}", "bot", "bot"]
-    assert fake_twilio.bodies == [app.config["HANDOVER_EXPIRED_MESSAGE"]]
+    assert fake_twilio.bodies == [app.extensions["parley"].settings.handover_expired_message]
 
 
 def test_outside_the_agents_hours_the_contact_is_told_when_someone_answers(
@@ -221,7 +221,7 @@ def test_outside_the_agents_hours_the_contact_is_told_when_someone_answers(
     app = request.getfixturevalue("app")  # built now, with the settings file
     answer = request.getfixturevalue("twilio").say("human", sender=SENDER)
     assert messages_of(answer.data) == [
-        app.config["HANDOVER_MESSAGE"],
+        app.extensions["parley"].settings.handover_message,
         f"Our team is away now; someone will answer from {opening:%A %H:%M}.",
     ]
 

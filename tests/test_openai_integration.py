@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 import openai
 import pytest
 
+from config import ConfigError, load_settings
 from engine.ports import LLMError, LLMRequest, LLMUnavailable
-from integrations.openai import OpenAILLM, UnconfiguredLLM, llm_from_config
+from integrations.openai import OpenAILLM, UnconfiguredLLM, openai_llm
 from tests.fakes.openai_server import Error, FakeOpenAI, Reply
 
 SCHEMA = {
@@ -180,16 +181,22 @@ def test_empty_free_text_raises(fake_openai, make_llm):
 
 
 def test_unconfigured_llm_raises_unavailable():
-    llm = llm_from_config({})
+    llm = openai_llm(api_key=None, base_url=None)
 
     assert isinstance(llm, UnconfiguredLLM)
     with pytest.raises(LLMUnavailable, match="set OPENAI_API_KEY"):
         llm.complete(chat())
 
 
-def test_llm_from_config_builds_openai_llm(fake_openai):
-    llm = llm_from_config(
+def test_the_settings_build_an_openai_llm(fake_openai):
+    settings = load_settings(
         {"OPENAI_BASE_URL": fake_openai.base_url, "OPENAI_TIMEOUT": "2.5", "OPENAI_MAX_RETRIES": 0}
+    )
+    llm = openai_llm(
+        api_key=None,
+        base_url=settings.openai_base_url,
+        timeout=settings.openai_timeout,
+        max_retries=settings.openai_max_retries,
     )
     try:
         assert isinstance(llm, OpenAILLM)
@@ -200,6 +207,11 @@ def test_llm_from_config_builds_openai_llm(fake_openai):
         llm.close()
 
 
-def test_llm_from_config_rejects_bad_timeout():
-    with pytest.raises(ValueError, match="OPENAI_TIMEOUT"):
-        llm_from_config({"OPENAI_API_KEY": "sk-x", "OPENAI_TIMEOUT": "soon"})
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OPENAI_TIMEOUT", "soon"), ("OPENAI_TIMEOUT", "0"), ("OPENAI_MAX_RETRIES", "-1")],
+)
+def test_malformed_openai_settings_are_named(name, value):
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"OPENAI_API_KEY": "sk-x", name: value})
+    assert raised.value.variables == [name]

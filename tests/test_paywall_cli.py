@@ -7,7 +7,7 @@ import logging
 import pytest
 import sqlalchemy as sa
 
-from billing.paywall import Billing, SqlEntitlements
+from billing.paywall import SqlEntitlements
 from engine.ports import Contact
 from models import Setting, SettingChange, db
 from models.store import SqlStore
@@ -84,7 +84,8 @@ def test_the_switch_applies_to_the_next_check_without_a_restart(stripe_ready, ap
 
     def check():
         with app.app_context():
-            result = SqlEntitlements(Billing(db.session, app.config)).check(contact, "subscription")
+            entitlements = SqlEntitlements(app.extensions["parley"].billing(db.session))
+            result = entitlements.check(contact, "subscription")
             db.session.commit()
             return result
 

@@ -12,7 +12,6 @@ import sqlalchemy as sa
 
 from app import create_app
 from conversation.responder_settings import AfterHoursSettings, parse_settings
-from delivery.outbound import send_stored, sender_from_config
 from engine.flow import FlowError
 from models import Execution, Message, OptOut, db
 from models.store import OutboundPart, SqlStore, StoredInbound
@@ -108,7 +107,7 @@ def test_send_stored_cancels_messages_to_a_contact_who_opted_out(app, twilio, fa
         )
         db.session.commit()
 
-        sent = send_stored(db.session, sender_from_config(app.config), ids)
+        sent = app.extensions["parley"].send_stored(ids, db.session)
 
         assert sent == 0
         assert db.session.get(Message, ids[0]).status == "canceled"

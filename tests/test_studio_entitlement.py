@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from app import create_app
-from billing.paywall import Billing
 from models import db
 from models.store import SqlStore
 from tests.stripe_events import (
@@ -70,7 +69,7 @@ def test_a_known_contact_without_a_subscription(app, client):
 
 def test_with_the_paywall_off_everyone_is_active(app, client):
     with app.app_context():
-        Billing(db.session, app.config).set_paywall(False, "ana")
+        app.extensions["parley"].billing(db.session).set_paywall(False, "ana")
         db.session.commit()
     assert ask(client).json == {"has_account": False, "is_active": True, "status": "active"}
 

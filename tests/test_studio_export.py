@@ -76,7 +76,8 @@ def test_each_shipped_flow_exports_and_imports_back(app, tmp_path, flow_id):
             continue
         twin = again.steps[step_id]  # every step is still there, under its id
         if twin.kind == "http" and step.kind != "http":  # through its step endpoint
-            endpoint = f"{app.config['PUBLIC_BASE_URL']}/studio/flows/{flow_id}/steps/{step_id}?"
+            base = app.extensions["parley"].settings.public_base_url
+            endpoint = f"{base}/studio/flows/{flow_id}/steps/{step_id}?"
             assert endpoint in twin.http.url
             if step.kind in ("set", "branch"):  # nothing to say: no empty Send Message
                 assert f"{step_id}_reply" not in again.steps

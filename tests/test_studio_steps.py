@@ -7,6 +7,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
+from app import create_app
+from config import ConfigError
 from models import Execution, Message, db
 
 TOKEN = "studio-token-5d2e"
@@ -124,11 +126,11 @@ def test_bad_requests(client, url, fields, status):
 
 
 @pytest.mark.parametrize("value", ["soon", "0"])
-def test_a_malformed_llm_timeout_is_named(app, client, value):
-    app.config["STUDIO_LLM_TIMEOUT"] = value
-    response = step(client, "menu", "count")
-    assert response.status_code == 503
-    assert "STUDIO_LLM_TIMEOUT" in response.json["error"]
+def test_a_malformed_llm_timeout_is_named_at_startup(app_config, value):
+    with pytest.raises(ConfigError) as raised:
+        create_app({**app_config, "STUDIO_LLM_TIMEOUT": value})
+    assert raised.value.variables == ["STUDIO_LLM_TIMEOUT"]
+    assert "STUDIO_LLM_TIMEOUT" in str(raised.value)
 
 
 def test_studios_own_content_types(client, fake_openai):

@@ -145,6 +145,7 @@ def test_a_studio_step_is_silent_while_an_agent_has_the_conversation(app, client
     assert inbound_statuses(app)[-1] == "skipped"  # the agent reads it
 
 
+@pytest.mark.settings(TURN_LEASE_SECONDS="1")
 def test_the_database_lost_mid_turn_answers_once_through_the_sweeper(
     app, app_config, twilio, fake_openai, fake_twilio
 ):
@@ -163,7 +164,6 @@ def test_the_database_lost_mid_turn_answers_once_through_the_sweeper(
 
     fake_openai.script("The real answer.")
     fake_openai.on_request = lose_the_database
-    app.config["TURN_LEASE_SECONDS"] = "1"
     try:
         response = twilio.say("hi", sender=ANA, ProfileName="Ana")
     finally:
@@ -205,6 +205,7 @@ def test_no_database_connection_is_held_while_the_model_answers(app, twilio, fak
 # -- the lease -------------------------------------------------------------------
 
 
+@pytest.mark.settings(TURN_LEASE_WAIT_SECONDS="0.2")
 def test_a_turn_whose_lease_was_taken_over_writes_nothing(app, twilio, fake_openai):
     """A turn that outlived its lease (another worker claimed the contact) must not commit."""
     with app.app_context():
@@ -219,7 +220,6 @@ def test_a_turn_whose_lease_was_taken_over_writes_nothing(app, twilio, fake_open
             session.commit()
 
     fake_openai.on_request = another_worker_claims
-    app.config["TURN_LEASE_WAIT_SECONDS"] = "0.2"
 
     response = twilio.say("hi", sender=ANA)
 

@@ -29,7 +29,7 @@ from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, Field
 from werkzeug.wrappers import Response
 
-from delivery.outbound import send_stored, twilio_sender
+from config import reveal
 from handover import control as handover
 from handover.routing import hand_back
 from integrations.twilio import MAX_WHATSAPP_BODY_CHARS
@@ -101,7 +101,7 @@ _MODELS: dict[str, type[AgentAction]] = {
 
 @bp.before_request
 def _check_token() -> Any:
-    expected = current_app.config.get("AGENT_API_TOKEN")
+    expected = reveal(current_app.extensions["parley"].settings.agent_api_token)
     if not expected:
         log.error("agent_api.token.unconfigured: AGENT_API_TOKEN is not set")
         return _error(503, "AGENT_API_TOKEN is not set on the server")
@@ -160,8 +160,7 @@ def _run(conversation_id: int, change: Callable[[], Any]) -> tuple[Response, int
         return _error(409, error.reason)
     ids = result if isinstance(result, list) else []
     if ids:
-        with twilio_sender(current_app.config) as sender:
-            send_stored(db.session, sender, ids)
+        current_app.extensions["parley"].send_stored(ids, db.session)
     state = handover.control(db.session, conversation_id)
     return jsonify(ok=True, controlled_by=state.controlled_by, message_ids=ids), 200
 

@@ -37,8 +37,8 @@ flow's fallback until then.</p>{% endif %}
 @bp.get("/")
 def index() -> str:
     """What is running, and how to connect Twilio."""
-    config = current_app.config
-    base = config.get("PUBLIC_BASE_URL")
+    settings = current_app.extensions["parley"].settings
+    base = settings.public_base_url
     webhook = (
         (base.rstrip("/") + "/twilio/messages")
         if base
@@ -48,8 +48,8 @@ def index() -> str:
         _PAGE,
         flows=current_app.extensions["parley"].flows.flows.values(),
         webhook=webhook,
-        token=bool(config.get("TWILIO_AUTH_TOKEN")),
-        llm=bool(config.get("OPENAI_API_KEY") or config.get("OPENAI_BASE_URL")),
+        token=settings.twilio_auth_token is not None,
+        llm=bool(settings.openai_api_key or settings.openai_base_url),
     )
 
 

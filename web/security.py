@@ -49,7 +49,8 @@ class _SessionInterface(SecureCookieSessionInterface):
 
 def init_app(app: Flask) -> None:
     """Add the security headers and set the session cookie's attributes."""
-    https = str(app.config.get("PUBLIC_BASE_URL") or "").lower().startswith("https://")
+    public_base_url = app.extensions["parley"].settings.public_base_url
+    https = str(public_base_url or "").lower().startswith("https://")
     secure = https and not app.config.get("DEVELOPMENT")
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_HTTPONLY"] = True

@@ -22,6 +22,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from billing.paywall import Billing
 from billing.stripe_objects import EventShapeError
+from config import reveal
 from integrations.stripe import WebhookPayloadError, construct_event
 from models import db
 
@@ -43,7 +44,8 @@ def _plain(status: int, reason: str) -> Response:
 @bp.post("/webhook")
 def webhook() -> Response:
     """Verify, store and apply one Stripe event (each event id once)."""
-    secret = current_app.config.get("STRIPE_WEBHOOK_SECRET")
+    parley = current_app.extensions["parley"]
+    secret = reveal(parley.settings.stripe_webhook_secret)
     if not secret:
         log.error("stripe.webhook.unconfigured: STRIPE_WEBHOOK_SECRET is not set")
         return _plain(503, "Service unavailable: STRIPE_WEBHOOK_SECRET is not set on the server")
@@ -55,7 +57,7 @@ def webhook() -> Response:
         log.warning("stripe.webhook.rejected reason=%s", error.reason)
         return _plain(400, f"Bad request: {error.reason}")
 
-    billing = Billing(db.session, current_app.config)
+    billing = parley.billing(db.session)
     try:
         outcome = billing.handle_event(event)
         db.session.commit()
@@ -72,7 +74,7 @@ def webhook() -> Response:
 
     if outcome.entitled_contact_ids:
         try:
-            current_app.extensions["parley"].resume_paid(outcome.entitled_contact_ids)
+            parley.resume_paid(outcome.entitled_contact_ids)
         except Exception:
             # The event is stored as processed: a retry would be a duplicate and
             # resume nobody, so answer 200 and leave the trace here.

@@ -22,7 +22,7 @@ import logging
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import OperationalError
 
-from billing.paywall import Billing
+from config import reveal
 from integrations.twilio import parse_address
 from models import db
 from web.api.problems import problem
@@ -50,7 +50,7 @@ def _given_token() -> str | None:
 
 def verify_studio_request() -> Response | None:
     """Check ``STUDIO_TOKEN``; an error response, or None when the token matches."""
-    expected = current_app.config.get("STUDIO_TOKEN")
+    expected = reveal(current_app.extensions["parley"].settings.studio_token)
     if not expected:
         log.error("studio.token.unconfigured: STUDIO_TOKEN is not set")
         return _error(503, "STUDIO_TOKEN is not set on the server")
@@ -83,7 +83,7 @@ def entitlement() -> Response:
         log.warning("studio.entitlement.bad_from reason=%s", error)
         return _error(400, f"From: {error}")
     try:
-        status = Billing(db.session, current_app.config).studio_status(phone)
+        status = current_app.extensions["parley"].billing(db.session).studio_status(phone)
     except OperationalError:
         log.exception("studio.entitlement.database_unavailable")
         return _error(503, "the database cannot be reached")

@@ -27,7 +27,6 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import OperationalError
 
-from delivery.outbound import send_stored, twilio_sender
 from integrations.twilio import FIELD_LIMITS, parse_address
 from models import db
 from studio.executions import ExecutionConflict, start_execution
@@ -119,8 +118,7 @@ def create_execution() -> Response:
         log.exception("studio.execution.database_unavailable")
         return _error(503, "the database cannot be reached")
     if not started.replayed and started.message_ids:
-        with twilio_sender(current_app.config) as sender:
-            send_stored(db.session, sender, started.message_ids)
+        parley.send_stored(started.message_ids, db.session)
     response = jsonify(started.as_dict())
     response.status_code = 200 if started.replayed else 201
     return response

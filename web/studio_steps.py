@@ -56,9 +56,10 @@ def studio_fields() -> tuple[dict[str, str], dict[str, Any]]:
 def _runner():
     """The app's runner with Studio's short LLM deadline (built once per app)."""
     cached = current_app.extensions.get("parley_studio_runner")
-    runner = current_app.extensions["parley"].runner
+    parley = current_app.extensions["parley"]
+    runner = parley.runner
     if cached is None or cached[0] is not runner:
-        cached = (runner, runner_for_studio(runner, studio_llm(current_app.config)))
+        cached = (runner, runner_for_studio(runner, studio_llm(parley.settings)))
         current_app.extensions["parley_studio_runner"] = cached
     return cached[1]
 
@@ -83,14 +84,9 @@ def run_step(flow_id: str, step_id: str) -> Response:
     if step_id not in parley.flows.get(flow_id).steps:
         return _error(404, f"no step {step_id!r} in flow {flow_id!r}")
     try:
-        runner = _runner()
-    except ValueError as error:  # a malformed STUDIO_LLM_TIMEOUT or OPENAI_* setting
-        log.error("studio.step.misconfigured reason=%s", error)
-        return _error(503, str(error))
-    try:
         answer = run_studio_step(
             parley.turns(),
-            runner,
+            _runner(),
             flow_id=flow_id,
             step_id=step_id,
             phone=phone,

@@ -13,6 +13,7 @@ from celery import Celery
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import OperationalError
 
+from config import reveal
 from conversation.turn import Incoming, TurnOutcome, store_incoming
 from delivery.status import CALLBACK_STATUSES, record_status
 from integrations.twilio import (
@@ -46,11 +47,12 @@ def verify_twilio_request() -> Response | None:
     if not signature:
         log.warning("twilio.signature.missing path=%s", request.path)
         return _plain(403, "Forbidden: missing X-Twilio-Signature header")
-    auth_token = current_app.config.get("TWILIO_AUTH_TOKEN")
+    settings = current_app.extensions["parley"].settings
+    auth_token = reveal(settings.twilio_auth_token)
     if not auth_token:
         log.error("twilio.signature.unconfigured: TWILIO_AUTH_TOKEN is not set")
         return _plain(503, "Service unavailable: TWILIO_AUTH_TOKEN is not set on the server")
-    base = current_app.config.get("PUBLIC_BASE_URL")
+    base = settings.public_base_url
     query = request.query_string.decode()
     url = public_url(base, request.path, query) if base else request.url
     if not signature_is_valid(auth_token, url, request.form.to_dict(flat=False), signature):
@@ -104,7 +106,7 @@ def _queue(celery: Celery, incoming: Incoming) -> TurnOutcome:
     if stored is None:
         log.info("turn.duplicate message_sid=%s", incoming.message_sid)
         return TurnOutcome(duplicate=True)
-    debounce = float(current_app.config.get("TURN_DEBOUNCE_MS") or 0) / 1000
+    debounce = current_app.extensions["parley"].delivery.debounce_seconds
     try:
         enqueue_drain(celery, stored.contact_id, countdown=debounce or None)
     except Exception:  # kombu/redis errors: the broker is unreachable

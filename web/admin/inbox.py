@@ -19,7 +19,6 @@ from flask import abort, current_app, flash, jsonify, redirect, render_template,
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from delivery.outbound import send_stored, twilio_sender
 from delivery.status import window_open
 from handover import control as handover
 from handover.routing import hand_back, set_available
@@ -124,6 +123,7 @@ def inbox_conversation(conversation_id: int) -> str:
         me=_me(),
         agents=agents,
         window_open=conversation.channel != "whatsapp" or window_open(db.session, conversation.id),
+        handover_queue=current_app.extensions["parley"].settings.handover_queue,
     )
 
 
@@ -151,8 +151,7 @@ def _act(conversation_id: int, change: Callable[[], Any], done: str) -> Response
         return redirect(url_for("admin.inbox_conversation", conversation_id=conversation_id))
     ids = result if isinstance(result, list) else []
     if ids:
-        with twilio_sender(current_app.config) as sender:
-            send_stored(db.session, sender, ids)
+        current_app.extensions["parley"].send_stored(ids, db.session)
     flash(done, "ok")
     return redirect(url_for("admin.inbox_conversation", conversation_id=conversation_id))
 

@@ -91,7 +91,7 @@ def _filters() -> transcripts.Filters:
 
 def _curator() -> Curator:
     return Curator(
-        db.session, current_user.email, current_app.config.get("REDACTION_REGION") or "US"
+        db.session, current_user.email, current_app.extensions["parley"].settings.redaction_region
     )
 
 
@@ -190,7 +190,7 @@ def summary(conversation_id: int) -> Response | tuple[str, int]:
         parley = current_app.extensions["parley"]
         try:
             draft = _curator().draft_summary(
-                conversation_id, parley.runner.llm, current_app.config["OPENAI_MODEL"]
+                conversation_id, parley.runner.llm, parley.settings.openai_model
             )
         except CurationError as error:
             db.session.rollback()

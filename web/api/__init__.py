@@ -32,7 +32,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(public)
     app.register_blueprint(internal)
     app.register_blueprint(openapi)
-    origins = cors_origins(app.config.get("PUBLIC_API_CORS_ORIGINS"))
+    origins = cors_origins(app.extensions["parley"].settings.public_api_cors_origins)
     if origins:
         public_routes = {"origins": origins, "methods": ["GET"], "max_age": 3600}
         CORS(

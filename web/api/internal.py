@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from config import reveal
 from integrations.twilio import parse_address
 from models import db
 from models.entities import Contact, Conversation, Message
@@ -35,7 +36,7 @@ def _error(status: int, reason: str) -> ResponseReturnValue:
 
 
 def _refused() -> ResponseReturnValue | None:
-    expected = current_app.config.get("INTERNAL_API_TOKEN")
+    expected = reveal(current_app.extensions["parley"].settings.internal_api_token)
     if not expected:
         log.error("api.token.unconfigured: INTERNAL_API_TOKEN is not set")
         return _error(503, "INTERNAL_API_TOKEN is not set on the server")

@@ -35,7 +35,7 @@ def _error(status: int, reason: str) -> ResponseReturnValue:
 
 
 def _scrub(text: str) -> str:
-    context = redaction.Context(region=current_app.config.get("REDACTION_REGION") or "US")
+    context = redaction.Context(region=current_app.extensions["parley"].settings.redaction_region)
     spans = sorted(
         redaction.phones(text, context) + redaction.emails(text, context),
         key=lambda span: span.start,
@@ -49,7 +49,7 @@ def _scrub(text: str) -> str:
 
 def _agent() -> schemas.Person:
     return schemas.Person(
-        display_name=current_app.config.get("PUBLIC_AGENT_NAME") or "Parley coach", kind="agent"
+        display_name=current_app.extensions["parley"].settings.public_agent_name, kind="agent"
     )
 
 

@@ -135,12 +135,12 @@ def _phone_from(data: dict[str, Any]) -> str:
 def page() -> str:
     """The simulator page."""
     parley = current_app.extensions["parley"]
-    config = current_app.config
+    settings = parley.settings
     return render_template(
         "simulator/index.html",
         flows=list(parley.flows.flows.values()),
         default_flow=parley.flows.default.id if parley.flows.default else "",
-        llm=bool(config.get("OPENAI_API_KEY") or config.get("OPENAI_BASE_URL")),
+        llm=bool(settings.openai_api_key or settings.openai_base_url),
     )
 
 
