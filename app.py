@@ -83,6 +83,7 @@ class Parley:
         return TurnSettings(
             lease_seconds=settings.turn_lease_seconds,
             lease_wait_seconds=settings.turn_lease_wait_seconds,
+            deadline_seconds=settings.turn_deadline_seconds,
             handover_queue=settings.handover_queue,
         )
 

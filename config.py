@@ -143,6 +143,14 @@ class Settings(BaseSettings):
     """``TURN_LEASE_WAIT_SECONDS``: how long an inline turn waits for the same contact's
     previous turn, in seconds. Default 10."""
 
+    turn_deadline_seconds: Annotated[float, Field(gt=0, le=14)] = 12.0
+    """``TURN_DEADLINE_SECONDS``: the most seconds an inline turn (answered in the
+    webhook's TwiML) may spend running its flow: every model and HTTP call gets the
+    time that is left; past it the contact gets the flow's fallback and the turn is
+    recorded ``timed_out``. Twilio waits 15 s for a webhook's answer
+    (https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides), so at
+    most 14. Default 12."""
+
     turn_debounce_ms: Annotated[float, Field(ge=0)] = 0.0
     """``TURN_DEBOUNCE_MS``: with queued turns, messages of a contact waiting at an ``llm``
     step that arrive within this many milliseconds are answered as one turn. Default 0 (off)."""

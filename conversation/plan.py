@@ -56,12 +56,16 @@ class TurnSettings:
             sends them (delivery/dispatcher.py).
         handover_queue: Where a ``handover`` step goes when its agent is
             unknown or none is available (``HANDOVER_QUEUE``).
+        deadline_seconds: How long an inline turn's flow may run
+            (``TURN_DEADLINE_SECONDS``): every model and HTTP call gets the time
+            left, within Twilio's 15 s for the webhook's answer; None: no deadline.
     """
 
     lease_seconds: float = 45.0
     lease_wait_seconds: float = 10.0
     outbound_status: str = "queued"
     handover_queue: str = "support"
+    deadline_seconds: float | None = 12.0
 
 
 @dataclass

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from sqlalchemy.orm import Session
 
@@ -50,6 +51,7 @@ from engine.effects import HandOver
 from engine.flow import DEFAULT_FALLBACK
 from engine.ports import Contact, Entitlements, ExecutionState, HistoryMessage, Reply
 from engine.runner import Runner, TurnResult
+from engine.steps.base import TurnTimedOut
 from handover.control import announce_message
 from handover.routing import flow_handover
 from models.entities import Message, utcnow
@@ -151,9 +153,14 @@ class TurnService:
             stayed busy: the message stays ``pending`` for the sweeper.
         """
         inbound = incoming.as_inbound()
+        status = status or self.settings.outbound_status
+        runner = self.runner
+        if status == "queued" and self.settings.deadline_seconds:
+            # Answered in the webhook's TwiML: within Twilio's 15 s, or not at all.
+            runner = replace(runner, turn_seconds=self.settings.deadline_seconds)
 
         def engine(execution: ExecutionState | None, contact: Contact, history: History):
-            return self.runner.run_turn(
+            return runner.run_turn(
                 execution,
                 inbound,
                 contact,
@@ -166,7 +173,7 @@ class TurnService:
             contact_id=stored.contact_id,
             conversation_id=stored.conversation_id,
             engine=engine,
-            status=status or self.settings.outbound_status,
+            status=status,
             inbound=stored,
             incoming=incoming,
             responders=True,
@@ -365,7 +372,9 @@ class TurnService:
             target, parts, execution_id=execution_id, flow_id=flow_id, status=plan.status
         )
         if plan.inbound is not None:
-            status = "failed" if error else "done"
+            status = "done" if not error else "failed"
+            if isinstance(result.error, TurnTimedOut):
+                status = "timed_out"
             store.finish_inbound(plan.inbound.message_id, status, execution_id, flow_id)
         if plan.on_commit is not None:
             plan.on_commit(store, result, execution_id, ids)

@@ -122,6 +122,8 @@ class LLMRequest:
             (structured output), or None for free text.
         schema_name: Name for the schema (OpenAI ``json_schema.name``:
             ``[a-zA-Z0-9_-]``, at most 64 characters).
+        timeout: The most seconds the call may take, retries included (the
+            time left in the turn's deadline), or None for the client's own.
     """
 
     model: str
@@ -129,6 +131,7 @@ class LLMRequest:
     temperature: float | None = None
     output_schema: dict[str, Any] | None = None
     schema_name: str = "output"
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)

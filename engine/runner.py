@@ -99,6 +99,10 @@ class Runner:
         http: Makes ``http`` steps' requests (fails clearly when not given).
         env: The environment variables ``http`` steps may read (the operator's
             ``HTTP_ENV_ALLOWLIST``, name → value).
+        turn_seconds: How long one run of the flow may take (a deadline for an
+            inline turn, under Twilio's 15 s): each model and HTTP call gets the
+            time left, and past it the turn answers with the fallback
+            (`TurnTimedOut`); None: no deadline.
     """
 
     flows: FlowSet
@@ -109,6 +113,7 @@ class Runner:
     max_steps: int = MAX_STEPS_PER_TURN
     http: HTTP = field(default_factory=NoHTTP)
     env: Mapping[str, str] = field(default_factory=dict)
+    turn_seconds: float | None = None
 
     def has_step(self, flow_id: str, step_id: str) -> bool:
         """Whether the loaded flow `flow_id` has a step `step_id`."""
@@ -391,6 +396,8 @@ class Runner:
             entitlements=entitlements or AlwaysEntitled(),
             http=self.http,
             env=self.env,
+            deadline=time.monotonic() + self.turn_seconds if self.turn_seconds else None,
+            deadline_seconds=self.turn_seconds or 0.0,
         )
 
     def _run(self, flow: Flow, context: StepContext, result: TurnResult, resume: bool) -> None:
@@ -401,6 +408,7 @@ class Runner:
                 raise FlowLoopError(flow.id, result.steps)
             step = flow.steps[execution.current_step]
             context.step_id = execution.current_step
+            context.time_left()  # past the turn's deadline, no further step runs
             result.steps.append(context.step_id)
             started = time.perf_counter()
             outcome = step.resume(context) if resume else step.enter(context)

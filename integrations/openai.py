@@ -120,7 +120,9 @@ class OpenAILLM:
         Args:
             request: The model, messages, temperature and, for structured
                 output, the JSON Schema the answer must follow (sent as a
-                ``json_schema`` response format with ``strict: true``).
+                ``json_schema`` response format with ``strict: true``); with a
+                ``timeout`` (the turn's time left), each attempt gets at most
+                that, and retries only when they fit in it.
 
         Returns:
             The answer's text, its usage (the model the API reports, tokens and
@@ -150,9 +152,16 @@ class OpenAILLM:
                 },
             }
 
+        client = self._client
+        if request.timeout is not None:
+            # The turn's deadline: each attempt within what is left, and a
+            # retry only when a whole attempt still fits after the first.
+            attempt = min(self.timeout, request.timeout)
+            retries = self.max_retries if attempt * (self.max_retries + 1) <= request.timeout else 0
+            client = client.with_options(timeout=attempt, max_retries=retries)
         started = time.perf_counter()
         try:
-            response = self._client.chat.completions.create(**kwargs)
+            response = client.chat.completions.create(**kwargs)
         except openai.APITimeoutError as exc:
             raise LLMError(
                 f"LLM request to model {request.model!r} timed out "

@@ -54,6 +54,7 @@ def app_config(app_config: dict, tmp_path: Path) -> dict:
     folder = tmp_path / "flows"
     folder.mkdir()
     (folder / "coaching.yaml").write_text(FLOW, encoding="utf-8")
+    (folder / "thinking.yaml").write_text(SLOW_FLOW, encoding="utf-8")
     return {**app_config, "FLOWS_DIR": str(folder), "STUDIO_TOKEN": STUDIO_TOKEN}
 
 
@@ -251,3 +252,36 @@ def test_leases_claim_fence_and_release(app):
         session.commit()
         assert store.claim(contact, now, seconds=60) == 4
         session.commit()
+
+
+# -- the inline turn's deadline (Twilio waits 15 s for the webhook's answer) ------
+
+SLOW_FLOW = """\
+id: thinking
+trigger: {keywords: [think]}
+fallback: "Sorry, that took too long. Please write again."
+start: first
+steps:
+  first:
+    llm: {history: 0}
+    next: second
+  second:
+    llm: {history: 0}
+    next: third
+  third:
+    llm: {history: 0}
+"""
+
+
+@pytest.mark.settings(TURN_DEADLINE_SECONDS="2", OPENAI_TIMEOUT="1.5", OPENAI_MAX_RETRIES="1")
+def test_an_inline_turn_answers_within_its_deadline_with_the_fallback(app, twilio, fake_openai):
+    fake_openai.delay_seconds = 1.2  # each answer comes, slowly: three would take 3.6 s
+    started = time.monotonic()
+
+    response = twilio.say("think", sender=ANA)
+
+    elapsed = time.monotonic() - started
+    assert messages_of(response.data) == ["OK", "Sorry, that took too long. Please write again."]
+    assert elapsed < 3.0  # the second call got the 0.8 s left, and no retry
+    assert len(fake_openai.requests) == 2
+    assert inbound_statuses(app) == ["timed_out"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
@@ -126,6 +127,18 @@ class StepError(Exception):
         self.retryable = retryable
 
 
+class TurnTimedOut(StepError):
+    """The turn's deadline passed (an inline turn must answer within Twilio's 15 s).
+
+    Retryable: the execution stays at the step, which the contact's next
+    message runs again.
+    """
+
+    def __init__(self, step_id: str, seconds: float) -> None:
+        super().__init__(step_id, f"the turn's deadline of {seconds:g} s passed", retryable=True)
+        self.seconds = seconds
+
+
 @dataclass(frozen=True)
 class Continue:
     """Go on to `target`, or, when None, to where the step's ``next`` leads."""
@@ -189,6 +202,9 @@ class StepContext:
         http: Makes ``http`` steps' requests.
         env: The environment variables ``http`` steps may read as
             ``{{ env.NAME }}`` (only those the operator allowed).
+        deadline: When the turn must be done (`time.monotonic` seconds), or
+            None; `time_left` gives each model and HTTP call what is left.
+        deadline_seconds: The deadline's length, for messages.
     """
 
     flow: Flow
@@ -206,6 +222,21 @@ class StepContext:
     entitlements: Entitlements = field(default_factory=AlwaysEntitled)
     http: HTTP = field(default_factory=NoHTTP)
     env: Mapping[str, str] = field(default_factory=dict)
+    deadline: float | None = None
+    deadline_seconds: float = 0.0
+
+    def time_left(self) -> float | None:
+        """Seconds left before the turn's deadline (None: no deadline).
+
+        Raises:
+            TurnTimedOut: the deadline has passed.
+        """
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0.05:
+            raise TurnTimedOut(self.step_id, self.deadline_seconds)
+        return left
 
     @property
     def state(self) -> dict[str, Any]:

@@ -131,9 +131,11 @@ class HTTPStep(StepBase):
                     "error": f"the JSON body does not parse: {error}",
                 }
                 return self._failed(context, f"{spec.method} {host}: the JSON body does not parse")
+        left = context.time_left()
+        timeout = spec.timeout if left is None else min(spec.timeout, left)
         try:
             response = context.http.request(
-                spec.method, url, headers=headers, json=body_json, form=form, timeout=spec.timeout
+                spec.method, url, headers=headers, json=body_json, form=form, timeout=timeout
             )
         except HTTPError as error:
             log.warning(

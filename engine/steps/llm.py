@@ -176,10 +176,12 @@ class LLMStep(StepBase):
             ),
             output_schema=self.output_schema(),
             schema_name=re.sub(r"[^a-zA-Z0-9_-]", "_", f"{context.step_id}_output")[:64],
+            timeout=context.time_left(),
         )
         try:
             response = context.llm.complete(request)
         except LLMError as error:
+            context.time_left()  # out of time: the turn timed out, not the model
             raise StepError(context.step_id, f"LLM call failed: {error}", retryable=True) from error
         output = response.data
         if self.llm.output and output is None:

@@ -96,11 +96,13 @@ def run_mode(
         temperature=spec.temperature if spec.temperature is not None else 0.0,
         output_schema=schema,
         schema_name=re.sub(r"[^a-zA-Z0-9_-]", "_", f"{context.step_id}_{spec.mode}")[:64],
+        timeout=context.time_left(),
     )
     results = context.execution.step_results
     try:
         response = context.llm.complete(request)
     except LLMError as error:
+        context.time_left()  # out of time: the turn timed out, not the model
         results[context.step_id] = {"error": str(error)}
         return _fail(step, context, f"LLM call failed: {error}", retryable=True)
     output = response.data if isinstance(response.data, dict) else None
