@@ -366,7 +366,8 @@ class TurnService:
         )
         if plan.inbound is not None:
             status = "failed" if error else "done"
-            store.finish_inbound(plan.inbound.message_id, status, execution_id, flow_id)
+            calls = [call.recorded() for call in result.llm_calls]
+            store.finish_inbound(plan.inbound.message_id, status, execution_id, flow_id, calls)
         if plan.on_commit is not None:
             plan.on_commit(store, result, execution_id, ids)
         session.commit()
