@@ -8,9 +8,15 @@ holds none of the contact's private details.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import sqlalchemy as sa
+import yaml
 
 from models import Message, db
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PHONE = "+15551230001"
 COACH = [
@@ -33,3 +39,87 @@ def test_each_turn_keeps_the_model_calls_it_made(app, twilio, fake_openai):
             sa.select(Message).where(Message.direction == "inbound").order_by(Message.id)
         ).all()
         assert [m.llm_calls for m in inbound] == [None, [{"step": "coach", "output": COACH[0]}]]
+
+
+EMAIL = "ana.garcia@example.com"
+ADDRESS = "1600 Pennsylvania Avenue NW, Washington, DC 20500"
+PRIVATE = f"I walk from {ADDRESS} most days; write to {EMAIL} or call +1 555 123 0001"
+AGREED = {
+    "reply": "Wonderful, it's a deal!",
+    "goal": "a 10-minute walk after lunch",
+    "agreed": True,
+}
+
+
+def run_a_conversation(twilio, fake_openai) -> None:
+    """hello → area 2 → the coach twice (private details) → agreed."""
+    fake_openai.script(COACH[0], {**COACH[1], "goal": f"walks logged to {EMAIL}"}, AGREED)
+    twilio.say("hello", ProfileName="Ana")
+    twilio.say("2")
+    twilio.say(PRIVATE)
+    twilio.say("Yes, let's do it!")
+
+
+def conversation_id(app) -> int:
+    with app.app_context():
+        return db.session.scalar(sa.select(Message.conversation_id).limit(1))
+
+
+def assert_private_details_absent(text: str) -> None:
+    assert "5551230001" not in text.replace(" ", "").replace("-", "")
+    assert "555 123 0001" not in text
+    assert EMAIL not in text and "ana.garcia" not in text
+    assert "Pennsylvania" not in text and "1600" not in text
+    assert "Ana" not in text
+
+
+def test_a_webhook_conversation_saved_from_the_cli_passes_then_fails_on_a_changed_say(
+    app, twilio, fake_openai, tmp_path
+):
+    run_a_conversation(twilio, fake_openai)
+    conversation = conversation_id(app)
+    path = tmp_path / "saved.yaml"
+    cli = app.test_cli_runner()
+
+    saved = cli.invoke(args=["transcripts", "to-test", str(conversation), "-o", str(path)])
+
+    assert saved.exit_code == 0, saved.output
+    assert "It passes" in saved.output
+    text = path.read_text()
+    assert_private_details_absent(text)
+    document = yaml.safe_load(text)
+    assert document["flow"] == "goal_setting"
+    assert document["source"] == {"conversation": conversation}
+    assert (
+        document["flow_version"]
+        == app.extensions["parley"].runner.flows.get("goal_setting").version
+    )
+    turns = document["tests"][0]["turns"]
+    assert [turn["say"] for turn in turns] == [
+        "hello",
+        "2",
+        "I walk from [ADDRESS] most days; write to [EMAIL] or call [PHONE]",
+        "Yes, let's do it!",
+    ]
+    assert turns[0]["expect"][0].startswith("Hi [NAME]! I'm Parley")
+    assert turns[2]["llm"] == [{**COACH[1], "goal": "walks logged to [EMAIL]"}]
+    assert turns[3]["expect"][1].startswith("Great, your goal for this week: a 10-minute walk")
+
+    passed = cli.invoke(args=["flows", "test", str(path)])
+    assert passed.exit_code == 0, passed.output
+    assert "1 passed, 0 failed" in passed.output
+
+    flows = tmp_path / "flows"
+    shutil.copytree(ROOT / "flows", flows)
+    flow_file = flows / "goal_setting.yaml"
+    flow_file.write_text(
+        flow_file.read_text().replace("Let's pick one small goal", "Let's choose one small goal")
+    )
+
+    failed = cli.invoke(args=["flows", "test", str(path), "--flows", str(flows)])
+
+    assert failed.exit_code == 1
+    assert "turn 1 of 4 ('hello'): reply 1 (step welcome) differs." in failed.output
+    assert "written for version " in failed.output
+    assert "  ✗ turn 1  contact: 'hello'   steps: welcome → area" in failed.output
+    assert "  ✓ turn 2  contact: '2'   steps: area → coach" in failed.output
