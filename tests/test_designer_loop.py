@@ -9,14 +9,36 @@ holds none of the contact's private details.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 import yaml
+from flask import Flask
 
+from app import create_app
+from conversation.versions import store_versions
 from models import Message, db
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def restarted(app_config, tmp_path) -> Iterator[Callable[[Path], Flask]]:
+    """Start the app again on another flows folder (a deploy); closes its pool afterwards."""
+    apps: list[Flask] = []
+
+    def start(flows: Path) -> Flask:
+        apps.append(create_app({**app_config, "FLOWS_DIR": str(flows)}))
+        return apps[-1]
+
+    yield start
+    for instance in apps:
+        with instance.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
 
 PHONE = "+15551230001"
 COACH = [
@@ -74,8 +96,11 @@ def assert_private_details_absent(text: str) -> None:
 
 
 def test_a_webhook_conversation_saved_from_the_cli_passes_then_fails_on_a_changed_say(
-    app, twilio, fake_openai, tmp_path
+    app, restarted, twilio, fake_openai, tmp_path
 ):
+    with app.app_context():  # the fixture emptied the tables after the app stored them
+        store_versions(db.session, app.extensions["parley"].runner.flows.flows.values())
+        db.session.commit()
     run_a_conversation(twilio, fake_openai)
     conversation = conversation_id(app)
     path = tmp_path / "saved.yaml"
@@ -116,10 +141,22 @@ def test_a_webhook_conversation_saved_from_the_cli_passes_then_fails_on_a_change
         flow_file.read_text().replace("Let's pick one small goal", "Let's choose one small goal")
     )
 
-    failed = cli.invoke(args=["flows", "test", str(path), "--flows", str(flows)])
+    changed = restarted(flows)  # stores the new version
+    failed = changed.test_cli_runner().invoke(args=["flows", "test", str(path)])
 
     assert failed.exit_code == 1
     assert "turn 1 of 4 ('hello'): reply 1 (step welcome) differs." in failed.output
     assert "written for version " in failed.output
     assert "  ✗ turn 1  contact: 'hello'   steps: welcome → area" in failed.output
     assert "  ✓ turn 2  contact: '2'   steps: area → coach" in failed.output
+
+    older = changed.test_cli_runner().invoke(
+        args=["flows", "test", str(path), "--against-version", "1"]
+    )
+    assert older.exit_code == 0, older.output
+    assert f"Flow goal_setting: version {document['flow_version']}" in older.output
+    unknown = changed.test_cli_runner().invoke(
+        args=["flows", "test", str(path), "--against-version", "7"]
+    )
+    assert unknown.exit_code == 1
+    assert "flow goal_setting has no stored version 7; stored: 1 (" in unknown.output
