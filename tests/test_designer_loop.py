@@ -8,7 +8,10 @@ holds none of the contact's private details.
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from flask import Flask
 from app import create_app
 from conversation.versions import store_versions
 from models import Message, db
+from tests.fakes.openai_server import Error, prompt_of, schema_name_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,3 +164,107 @@ def test_a_webhook_conversation_saved_from_the_cli_passes_then_fails_on_a_change
     )
     assert unknown.exit_code == 1
     assert "flow goal_setting has no stored version 7; stored: 1 (" in unknown.output
+
+
+LIVE_TEST = """
+flow: goal_setting
+contact: {phone: "+15550100100", channel: whatsapp}
+tests:
+  - name: the coach suggests a walk
+    turns:
+      - say: hello
+        expect: [{any: true}, {any: true}]
+      - say: "2"
+        llm: [{reply: "What kind of moving do you enjoy?", goal: "", agreed: false}]
+        live: {max_chars: 200, judge: "Asks what kind of movement the contact enjoys"}
+      - say: I like walking but I'm busy at work
+        llm: [{reply: "How about a 10-minute walk after lunch?", goal: "", agreed: false}]
+        live:
+          not_contains: diet pills
+          judge: "Suggests one small, concrete walking goal"
+"""
+GOOD_WALK = "How about a 10-minute walk after lunch?"
+BAD_WALK = "Forget walking: diet pills work faster."
+
+
+class FakeModel:
+    """Answers the coach well, except every second time about walking; judges replies."""
+
+    def __init__(self) -> None:
+        self.walks = 0
+
+    def __call__(self, body: dict) -> dict:
+        prompt = prompt_of(body)
+        if schema_name_of(body) == "judgement":
+            reply = json.loads(prompt)["bot_replied"]
+            if "diet pills" in reply:
+                return {"passed": False, "reason": "It pushes diet pills instead of a walk."}
+            return {"passed": True, "reason": "A small, concrete step that fits the rubric."}
+        if "walking" in prompt:
+            self.walks += 1
+            reply = BAD_WALK if self.walks % 2 == 0 else GOOD_WALK
+            return {"reply": reply, "goal": "", "agreed": False}
+        return {"reply": "What kind of moving do you enjoy?", "goal": "", "agreed": False}
+
+
+def test_live_runs_report_pass_rates_with_the_judges_reasons(app, fake_openai, tmp_path):
+    path = tmp_path / "live.yaml"
+    path.write_text(LIVE_TEST)
+    junit = tmp_path / "junit.xml"
+    fake_openai.answer = FakeModel()
+    cli = app.test_cli_runner()
+
+    result = cli.invoke(
+        args=[
+            *("flows", "test", str(path), "--live", "--repeat", "2"),
+            *("--min-pass-rate", "0.5", "--junit", str(junit)),
+        ]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert f"ok   {path}: the coach suggests a walk: passed 1 of 2 run(s) (50%)" in result.output
+    assert (
+        "run 2: turn 3 [coach] a reply not containing 'diet pills' → FAIL: "
+        f"contains 'diet pills': {BAD_WALK!r}"
+    ) in result.output
+    assert (
+        "run 2: turn 3 [coach] judge: Suggests one small, concrete walking goal → FAIL: "
+        "It pushes diet pills instead of a walk."
+    ) in result.output
+    assert "run 1: turn 3 [coach] judge: Suggests one small, concrete walking goal → PASS" in (
+        result.output
+    )
+    assert re.search(r"\n  goal_setting/coach +6/8 \(75%\)\n", result.output)
+    assert "Tokens: flow " in result.output and "(gpt-4o-mini)" in result.output
+    assert "Cost: $0.0" in result.output
+    assert "1 of 1 test(s) at or above the minimum pass rate 50%; 0 model error(s)" in (
+        result.output
+    )
+    judged = [body for body in fake_openai.requests if schema_name_of(body) == "judgement"]
+    assert len(judged) == 4  # two judged turns, two runs
+    suite = ElementTree.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "1", "0")
+    assert "diet pills" in suite.find("testcase/failure").text
+
+    fake_openai.reset().answer = FakeModel()
+    strict = cli.invoke(args=["flows", "test", str(path), "--live", "--repeat", "2"])
+    assert strict.exit_code == 1
+    assert f"FAIL {path}: the coach suggests a walk: passed 1 of 2 run(s) (50%)" in strict.output
+
+
+def test_model_errors_in_live_runs_are_errors_never_passes(app, fake_openai, tmp_path):
+    path = tmp_path / "live.yaml"
+    path.write_text(LIVE_TEST)
+    fake_openai.default_reply = Error(500)
+
+    result = app.test_cli_runner().invoke(
+        args=["flows", "test", str(path), "--live", "--min-pass-rate", "0"]
+    )
+
+    assert "passed 0 of 1 run(s) (0%)" in result.output
+    assert "turn 2 [coach] the model answers → ERROR: model error: LLM request to model" in (
+        result.output
+    )
+    assert "HTTP 500" in result.output
+    assert "; 2 model error(s)" in result.output
+    assert "→ PASS" not in result.output
