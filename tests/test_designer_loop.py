@@ -23,9 +23,22 @@ from flask import Flask
 from app import create_app
 from conversation.versions import store_versions
 from models import Message, db
+from tests.admin_support import add_user, login, post
+from tests.designer_support import (
+    COACH,
+    ROOT,
+    assert_private_details_absent,
+    conversation_id,
+    copy_flows,
+    run_a_conversation,
+)
 from tests.fakes.openai_server import Error, prompt_of, schema_name_of
 
-ROOT = Path(__file__).resolve().parent.parent
+
+@pytest.fixture
+def own_flows(app_config, tmp_path) -> Path:
+    """A copy of the shipped flows for `app` (ask for it before `app`): tests get saved there."""
+    return copy_flows(app_config, tmp_path)
 
 
 @pytest.fixture
@@ -44,17 +57,6 @@ def restarted(app_config, tmp_path) -> Iterator[Callable[[Path], Flask]]:
             db.engine.dispose()
 
 
-PHONE = "+15551230001"
-COACH = [
-    {"reply": "Movement it is! What kind of moving do you enjoy?", "goal": "", "agreed": False},
-    {
-        "reply": "How about a 10-minute walk after lunch?",
-        "goal": "a 10-minute walk after lunch",
-        "agreed": False,
-    },
-]
-
-
 def test_each_turn_keeps_the_model_calls_it_made(app, twilio, fake_openai):
     fake_openai.script(COACH[0])
     twilio.say("hello", ProfileName="Ana")
@@ -65,38 +67,6 @@ def test_each_turn_keeps_the_model_calls_it_made(app, twilio, fake_openai):
             sa.select(Message).where(Message.direction == "inbound").order_by(Message.id)
         ).all()
         assert [m.llm_calls for m in inbound] == [None, [{"step": "coach", "output": COACH[0]}]]
-
-
-EMAIL = "ana.garcia@example.com"
-ADDRESS = "1600 Pennsylvania Avenue NW, Washington, DC 20500"
-PRIVATE = f"I walk from {ADDRESS} most days; write to {EMAIL} or call +1 555 123 0001"
-AGREED = {
-    "reply": "Wonderful, it's a deal!",
-    "goal": "a 10-minute walk after lunch",
-    "agreed": True,
-}
-
-
-def run_a_conversation(twilio, fake_openai) -> None:
-    """hello → area 2 → the coach twice (private details) → agreed."""
-    fake_openai.script(COACH[0], {**COACH[1], "goal": f"walks logged to {EMAIL}"}, AGREED)
-    twilio.say("hello", ProfileName="Ana")
-    twilio.say("2")
-    twilio.say(PRIVATE)
-    twilio.say("Yes, let's do it!")
-
-
-def conversation_id(app) -> int:
-    with app.app_context():
-        return db.session.scalar(sa.select(Message.conversation_id).limit(1))
-
-
-def assert_private_details_absent(text: str) -> None:
-    assert "5551230001" not in text.replace(" ", "").replace("-", "")
-    assert "555 123 0001" not in text
-    assert EMAIL not in text and "ana.garcia" not in text
-    assert "Pennsylvania" not in text and "1600" not in text
-    assert "Ana" not in text
 
 
 def test_a_webhook_conversation_saved_from_the_cli_passes_then_fails_on_a_changed_say(
@@ -268,3 +238,48 @@ def test_model_errors_in_live_runs_are_errors_never_passes(app, fake_openai, tmp
     assert "HTTP 500" in result.output
     assert "; 2 model error(s)" in result.output
     assert "→ PASS" not in result.output
+
+
+def test_save_as_test_from_the_console_then_see_it_on_the_flow_tests_page(
+    own_flows, app, client, twilio, fake_openai
+):
+    run_a_conversation(twilio, fake_openai)
+    conversation = conversation_id(app)
+    add_user(app, "agent@example.com", "agent")
+    add_user(app, "cur@example.com", "curator")
+
+    login(client, "agent@example.com")
+    assert "Save as test" not in client.get(f"/admin/conversations/{conversation}").text
+    assert post(client, f"/admin/conversations/{conversation}/test").status_code == 403
+    client.post("/admin/logout", data={"csrf_token": ""})
+
+    client = app.test_client()
+    login(client, "cur@example.com")
+    page = f"/admin/conversations/{conversation}"
+    response = post(client, f"/admin/conversations/{conversation}/test", page=page)
+
+    assert response.status_code == 302
+    assert "/admin/flow-tests#test-goal-setting-conversation-" in response.location
+    saved = own_flows / "tests" / f"goal_setting_conversation_{conversation}.yaml"
+    assert_private_details_absent(saved.read_text())
+    listing = client.get("/admin/flow-tests").text
+    assert "Saved as test goal_setting_conversation_" in listing and "it passes" in listing
+    assert f"conversation {conversation}" in listing and "passed" in listing
+    assert app.test_cli_runner().invoke(args=["flows", "test", str(saved)]).exit_code == 0
+    transcript = client.get(page).text
+    assert "This conversation is a test" in transcript
+    assert f"goal_setting_conversation_{conversation}.yaml" in transcript
+
+    marked = post(
+        client,
+        f"/admin/conversations/{conversation}/test",
+        {"wrong_turn": "3", "not_contains": "10-minute"},
+        page=page,
+    )
+    assert marked.status_code == 302
+    turns = yaml.safe_load(saved.read_text())["tests"][0]["turns"]
+    assert turns[2]["expect"] == {"not_contains": "10-minute"}
+    assert turns[2]["live"] == {"not_contains": "10-minute"}
+    listing = client.get("/admin/flow-tests").text
+    assert "it does not pass yet" in listing and "FAILED" in listing
+    assert "the replies contains &#39;10-minute&#39;" in listing
