@@ -283,3 +283,23 @@ def test_save_as_test_from_the_console_then_see_it_on_the_flow_tests_page(
     listing = client.get("/admin/flow-tests").text
     assert "it does not pass yet" in listing and "FAILED" in listing
     assert "the replies contains &#39;10-minute&#39;" in listing
+
+
+@pytest.fixture
+def impatient(app_config) -> None:
+    """The app about to start gives the model 0.3 s (ask for it before `app`)."""
+    app_config["OPENAI_TIMEOUT"] = "0.3"
+
+
+def test_a_timeout_in_a_live_run_is_reported_as_a_timeout(impatient, app, fake_openai, tmp_path):
+    path = tmp_path / "live.yaml"
+    path.write_text(LIVE_TEST)
+    fake_openai.delay_seconds = 1
+
+    result = app.test_cli_runner().invoke(args=["flows", "test", str(path), "--live"])
+
+    assert result.exit_code == 1
+    assert "turn 2 [coach] the model answers → ERROR: timeout: LLM request to model" in (
+        result.output
+    )
+    assert "timed out" in result.output and "→ PASS" not in result.output
