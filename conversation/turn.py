@@ -375,7 +375,8 @@ class TurnService:
             status = "done" if not error else "failed"
             if isinstance(result.error, TurnTimedOut):
                 status = "timed_out"
-            store.finish_inbound(plan.inbound.message_id, status, execution_id, flow_id)
+            calls = [call.recorded() for call in result.llm_calls]
+            store.finish_inbound(plan.inbound.message_id, status, execution_id, flow_id, calls)
         if plan.on_commit is not None:
             plan.on_commit(store, result, execution_id, ids)
         session.commit()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO
 
 import sqlalchemy as sa
@@ -64,6 +64,8 @@ class ExportedConversation:
     curation: Curation
     tags: list[str]
     messages: list[ExportedMessage]
+    session: Session | None = field(default=None, repr=False)
+    """Where it was read from (the YAML writer reads the model's answers there)."""
 
     @property
     def flow_id(self) -> str | None:
@@ -93,7 +95,7 @@ def curated(session: Session, published_only: bool = True) -> Iterator[ExportedC
             if s.message.body
         ]
         tags = transcripts.tags_of(session, [conversation_id]).get(conversation_id, [])
-        yield ExportedConversation(conversation_id, channel, curation, tags, messages)
+        yield ExportedConversation(conversation_id, channel, curation, tags, messages, session)
 
 
 def write_jsonl(conversations: Iterator[ExportedConversation], out: IO[str]) -> int:
@@ -158,12 +160,22 @@ def write_csv(conversations: Iterator[ExportedConversation], out: IO[str]) -> in
 
 
 def write_yaml(conversations: Iterator[ExportedConversation], out: IO[str]) -> int:
-    """Write the conversations as conversation tests, one YAML document each."""
+    """Write the conversations as conversation tests, one YAML document each.
+
+    Each is `curation.conversation_tests.build`'s test (what ``flask transcripts
+    to-test`` writes); a conversation that cannot be one is a comment saying why.
+    """
     count = 0
     for conversation in conversations:
         if count:
             out.write("---\n")
-        out.write(conversation_tests.dump(conversation_tests.from_export(conversation)))
+        assert conversation.session is not None
+        try:
+            test = conversation_tests.build(conversation.session, conversation.id)
+        except conversation_tests.ConversionError as error:
+            out.write(f"# {error}\n")
+        else:
+            out.write(test.yaml())
         count += 1
     return count
 

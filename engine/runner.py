@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine import calls
 from engine.effects import Effect
@@ -27,6 +28,10 @@ from engine.ports import (
     ExecutionState,
     HistoryMessage,
     InboundMessage,
+    LLMError,
+    LLMRequest,
+    LLMResponse,
+    LLMUsage,
     NoHTTP,
     Reply,
 )
@@ -63,6 +68,57 @@ class FlowLoopError(StepError):
         self.steps = steps
 
 
+@dataclass(frozen=True)
+class LLMCall:
+    """One model call of a turn, as the model answered it (for transcripts and tests).
+
+    Attributes:
+        step_id: The step that made the call.
+        output: The structured output, when the call asked for one and got it.
+        text: The answer's text (the JSON text under structured output), or None.
+        error: Why the call failed, or None.
+        usage: Model, tokens and latency, when it answered.
+    """
+
+    step_id: str
+    output: dict[str, Any] | None = None
+    text: str | None = None
+    error: str | None = None
+    usage: LLMUsage | None = None
+
+    def recorded(self) -> dict[str, Any]:
+        """The call as stored with the turn's inbound message (JSON).
+
+        ``{"step": ..., "output": {...}}``, ``{"step": ..., "text": ...}`` or
+        ``{"step": ..., "error": ...}``, the shape conversation tests script.
+        """
+        if self.error is not None:
+            return {"step": self.step_id, "error": self.error}
+        if self.output is not None:
+            return {"step": self.step_id, "output": self.output}
+        return {"step": self.step_id, "text": self.text or ""}
+
+
+@dataclass
+class _RecordingLLM:
+    """The runner's LLM, noting each call of the turn in `TurnResult.llm_calls`."""
+
+    llm: LLM
+    context: StepContext
+    calls: list[LLMCall]
+
+    def complete(self, request: LLMRequest) -> LLMResponse:
+        try:
+            response = self.llm.complete(request)
+        except LLMError as error:
+            self.calls.append(LLMCall(self.context.step_id, error=str(error) or repr(error)))
+            raise
+        self.calls.append(
+            LLMCall(self.context.step_id, response.data, response.text, usage=response.usage)
+        )
+        return response
+
+
 @dataclass
 class TurnResult:
     """What a turn did.
@@ -75,6 +131,7 @@ class TurnResult:
         started: Whether the turn started a new execution.
         effects: What the turn asks of the world outside the engine
             (`engine.effects`), in order, for the turn service to carry out.
+        llm_calls: The model calls the turn made, in order, failed ones included.
     """
 
     execution: ExecutionState | None
@@ -83,6 +140,7 @@ class TurnResult:
     error: StepError | None = None
     started: bool = False
     effects: list[Effect] = field(default_factory=list)
+    llm_calls: list[LLMCall] = field(default_factory=list)
 
 
 @dataclass
@@ -380,7 +438,7 @@ class Runner:
         result: TurnResult,
         entitlements: Entitlements | None,
     ) -> StepContext:
-        return StepContext(
+        context = StepContext(
             flow=flow,
             step_id=execution.current_step,
             execution=execution,
@@ -399,6 +457,8 @@ class Runner:
             deadline=time.monotonic() + self.turn_seconds if self.turn_seconds else None,
             deadline_seconds=self.turn_seconds or 0.0,
         )
+        context.llm = _RecordingLLM(self.llm, context, result.llm_calls)
+        return context
 
     def _run(self, flow: Flow, context: StepContext, result: TurnResult, resume: bool) -> None:
         execution = context.execution

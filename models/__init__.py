@@ -25,6 +25,7 @@ from models.billing import (
 from models.curation import AuditEvent, ConversationTag, Curation, RedactedMessage, User
 from models.delivery import Delivery
 from models.entities import OPEN_STATUSES, Base, Contact, Conversation, Execution, Message
+from models.flow_tests import FlowTestRun
 from models.handover import AgentPresence, ControlEvent
 from models.runtime import FlowVersion, OptOut
 from models.studio import ExecutionRequest
@@ -84,6 +85,7 @@ __all__ = [
     "EntitlementChange",
     "Execution",
     "ExecutionRequest",
+    "FlowTestRun",
     "FlowVersion",
     "Message",
     "OptOut",

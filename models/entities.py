@@ -136,6 +136,9 @@ class Message(Base):
     completion_tokens: Mapped[int | None] = mapped_column()
     latency_ms: Mapped[int | None] = mapped_column()
     """Wall time of the LLM call that wrote the message, in milliseconds."""
+    llm_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    """Inbound only: the model calls of its turn, in order, as the model answered
+    (`engine.runner.LLMCall.recorded`): what a conversation test scripts."""
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 

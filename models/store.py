@@ -476,18 +476,29 @@ class SqlStore:
         return ids
 
     def finish_inbound(
-        self, message_id: int, turn_status: str, execution_id: int | None, flow_id: str | None
+        self,
+        message_id: int,
+        turn_status: str,
+        execution_id: int | None,
+        flow_id: str | None,
+        llm_calls: list[dict[str, Any]] | None = None,
     ) -> None:
         """Record how the inbound message's turn ended (``done``, ``failed``, ``skipped``).
 
         Also moves the conversation's ``last_message_at`` up to the message's
         arrival (the webhook leaves the conversation row alone: a send may
-        hold its lock).
+        hold its lock). `llm_calls`, when given, are the turn's model calls
+        (`Message.llm_calls`).
         """
+        values: dict[str, Any] = {
+            "turn_status": turn_status,
+            "execution_id": execution_id,
+            "flow_id": flow_id,
+        }
+        if llm_calls:
+            values["llm_calls"] = llm_calls
         self.session.execute(
-            sa.update(message_table)
-            .where(message_table.c.id == message_id)
-            .values(turn_status=turn_status, execution_id=execution_id, flow_id=flow_id)
+            sa.update(message_table).where(message_table.c.id == message_id).values(**values)
         )
         conversation, message = conversation_table.c, message_table.c
         self.session.execute(

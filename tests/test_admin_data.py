@@ -79,12 +79,21 @@ def test_csv_and_yaml_exports_from_the_console(app, client):
     assert rows[0]["question"] == "How to sleep?" and rows[0]["tags"] == "sleep"
 
     test = yaml.safe_load(client.get("/admin/exports/yaml").get_data(as_text=True))
-    assert test == {
-        "name": f"conversation-{conversation}",
+    assert test == {  # what `flask transcripts to-test` writes (curation/conversation_tests.py)
         "flow": "goal_setting",
-        "turns": [
-            {"contact": "I sleep badly, call [PHONE]", "bot": ["Try a routine.", "Good luck!"]},
-            {"contact": "ok", "bot": []},
+        "source": {"conversation": conversation},
+        "contact": {"phone": "+15550100100", "channel": "whatsapp"},
+        "tests": [
+            {
+                "name": f"conversation {conversation}",
+                "turns": [
+                    {
+                        "say": "I sleep badly, call [PHONE]",
+                        "expect": ["Try a routine.", "Good luck!"],
+                    },
+                    {"say": "ok", "expect": []},
+                ],
+            }
         ],
     }
     assert client.get("/admin/exports/pdf").status_code == 404

@@ -74,22 +74,24 @@ WRONG_BYE = """
 """
 
 
-def test_a_failing_script_shows_the_transcript_and_the_first_difference(cli, tmp_path):
+def test_a_failing_script_shows_the_first_difference_and_each_turn(cli, tmp_path):
     result = cli.invoke(args=["flows", "test", str(write(tmp_path, WRONG_BYE))])
 
     assert result.exit_code == 1
     assert f"FAIL {tmp_path / 'script.yaml'}: a wrong goodbye" in result.output
     assert (
-        "Conversation test failed at turn 3 of 3 ('no'): reply 1 differs.\n"
+        "Conversation test failed at turn 3 of 3 ('no'): reply 1 (step bye) differs.\n"
         "  expected: 'Bye for now! Reply HELP any time.'\n"
         "  got:      'Bye for now! Reply MENU any time.'\n"
         "            first difference at character 19\n"
-        "Transcript so far:\n"
-        "  1  contact: menu\n"
-        "     bot:     What would you like?\n"
-        "              1. Opening hours\n"
+        "Turn by turn:\n"
+        "  ✓ turn 1  contact: 'menu'   steps: count → choose\n"
+        "  ✓ turn 2  contact: '1'   steps: choose → hours → more\n"
+        "  ✗ turn 3  contact: 'no'   steps: more → bye → done\n"
+        "      expected: 'Bye for now! Reply HELP any time.'\n"
+        "      got:      'Bye for now! Reply MENU any time.'  [bye]\n"
+        "      → reply 1 (step bye) differs.\n"
     ) in result.output
-    assert "  3  contact: no\n     bot:     Bye for now! Reply MENU any time." in result.output
     assert "0 passed, 1 failed" in result.output
 
 
@@ -113,7 +115,7 @@ def test_a_failing_script_shows_the_transcript_and_the_first_difference(cli, tmp
               - say: sleep
                 expect: ["?"]
             """,
-            "turn 2 of 2 ('sleep'): reply 1 differs.\n  expected: '?'\n"
+            "turn 2 of 2 ('sleep'): reply 1 (step coach) differs.\n  expected: '?'\n"
             '  got:      "Sorry, I\'m having trouble right now. Please try again in a minute."'
             "\n            first difference at character 0\n"
             "  (the turn failed: LLM call failed: the conversation test scripted no output",
@@ -145,7 +147,8 @@ def test_a_failing_script_shows_the_transcript_and_the_first_difference(cli, tmp
                 expect: []
             """,
             "turn 1 of 1 ('menu'): expected 0 replies, got 1; unexpected:\n  got:      "
-            + repr(MENU),
+            + repr(MENU)
+            + " (step choose)",
         ),
         (
             """

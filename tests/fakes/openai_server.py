@@ -29,7 +29,7 @@ from typing import Any, Self
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-__all__ = ["Error", "FakeOpenAI", "Reply"]
+__all__ = ["Error", "FakeOpenAI", "Reply", "prompt_of", "schema_name_of"]
 
 _DEFAULT_ERRORS: dict[int, dict[str, Any]] = {
     400: {
@@ -165,6 +165,10 @@ class FakeOpenAI:
         on_request: Called with each request's JSON body before it is
             answered, in the server's thread (a test looks at, or breaks, the
             world while the model "thinks"); None for nothing.
+        answer: Computes the answer to a request from its JSON body when no
+            scripted reply is queued (a fake model that answers some prompts
+            well and others badly, a judge); None for `default_reply`.
+            `prompt_of` and `schema_name_of` read a body.
     """
 
     def __init__(
@@ -179,6 +183,7 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
         self.on_request: Callable[[dict[str, Any]], None] | None = None
+        self.answer: Callable[[dict[str, Any]], ScriptedReply] | None = None
         self._queue: deque[ScriptedReply] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -286,6 +291,7 @@ class FakeOpenAI:
             self.request_headers.clear()
         self.delay_seconds = 0.0
         self.on_request = None
+        self.answer = None
         self.default_reply = "OK"
         return self
 
@@ -330,9 +336,16 @@ class FakeOpenAI:
         with self._lock:
             self.requests.append(body)
             self.request_headers.append({k.lower(): v for k, v in request.headers.items()})
-            reply = self._queue.popleft() if self._queue else self.default_reply
+            queued = self._queue.popleft() if self._queue else None
             number = next(self._ids)
             hook = self.on_request
+            answer = self.answer
+        if queued is not None:
+            reply = queued
+        elif answer is not None:
+            reply = answer(body)
+        else:
+            reply = self.default_reply
 
         if hook is not None:  # a test's look at the world while the model "thinks"
             hook(body)
@@ -394,6 +407,25 @@ def _completion(number: int, model: str, body: dict[str, Any], reply: Reply) -> 
             },
         }
     return completion
+
+
+def prompt_of(body: Mapping[str, Any]) -> str:
+    """The content of a request's last user message ("" when there is none)."""
+    messages = body.get("messages")
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
+
+
+def schema_name_of(body: Mapping[str, Any]) -> str | None:
+    """The structured output's name (``response_format.json_schema.name``), or None."""
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict):
+        return None
+    schema = response_format.get("json_schema")
+    return schema.get("name") if isinstance(schema, dict) else None
 
 
 def _prompt_text(messages: object) -> str:

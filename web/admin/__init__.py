@@ -117,6 +117,6 @@ def init_app(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "admin.login"
     login_manager.login_message = "Please log in to see this page."
-    from web.admin import auth, dashboard, inbox, views  # noqa: F401  (routes)
+    from web.admin import auth, dashboard, flow_tests, inbox, views  # noqa: F401  (routes)
 
     app.register_blueprint(bp)
