@@ -30,8 +30,16 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _DUMMY_HASH = generate_password_hash("not-a-password")
 
 
+#: The PostgreSQL advisory lock key that serialises first-admin setups (any fixed bigint).
+FIRST_ADMIN_LOCK = 0x7061726C6579_01  # "parley", 1
+
+
 class UserError(ValueError):
     """A user cannot be created as asked; the message says why."""
+
+
+class SetupClosed(Exception):
+    """A console user exists already: the first admin is made once, by one request."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,44 @@ def create_user(session: Session, email: str, password: str, role: str) -> User:
     session.add(user)
     session.flush()
     return user
+
+
+def has_users(session: Session) -> bool:
+    """Whether any console user exists (active or not)."""
+    return session.scalar(sa.select(User.id).limit(1)) is not None
+
+
+def create_first_admin(session: Session, email: str, password: str) -> User:
+    """Create the first admin, unless a user exists; race-free across processes.
+
+    Checking "no user yet" and inserting happen under one lock held to the end
+    of the caller's transaction, so of any number of simultaneous setups one
+    creates the admin and the others see it: on PostgreSQL a transaction-scoped
+    advisory lock (``pg_advisory_xact_lock``, released by the commit or
+    rollback); on SQLite the write lock that every transaction of this app
+    takes at its start (``BEGIN IMMEDIATE``, `models.init_db`). The caller
+    commits.
+
+    Args:
+        session: The session whose transaction holds the lock until it ends.
+        email: The admin's e-mail address.
+        password: The admin's password (at least `MIN_PASSWORD_LENGTH` characters).
+
+    Returns:
+        The new admin, flushed.
+
+    Raises:
+        SetupClosed: a console user exists already.
+        UserError: the e-mail or password is not acceptable (see `create_user`).
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(FIRST_ADMIN_LOCK)))
+    elif dialect != "sqlite":
+        raise NotImplementedError(f"no first-admin lock for {dialect}: use SQLite or PostgreSQL")
+    if has_users(session):
+        raise SetupClosed("a console user exists already: use flask users create")
+    return create_user(session, email, password, "admin")
 
 
 def authenticate(session: Session, email: str, password: str) -> LoginResult:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
 from flask import abort, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from curation.users import UserError, authenticate, create_user
+from curation.users import SetupClosed, UserError, authenticate, create_first_admin, has_users
 from models import db
-from models.curation import User
 from web.admin import ConsoleUser, bp
 
 log = logging.getLogger("parley.web.admin")
@@ -57,7 +55,7 @@ def first_run() -> bool:
     )
     if not local or forwarded:
         return False
-    return db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 0
+    return not has_users(db.session)
 
 
 @bp.route("/setup", methods=["GET", "POST"])
@@ -69,7 +67,10 @@ def setup() -> Response | tuple[str, int] | str:
     if request.method == "GET":
         return render_template("admin/setup.html", error=None, email="")
     try:
-        user = create_user(db.session, email, request.form.get("password", ""), "admin")
+        user = create_first_admin(db.session, email, request.form.get("password", ""))
+    except SetupClosed:  # another request made the first admin a moment ago
+        db.session.rollback()
+        abort(404)
     except UserError as error:
         db.session.rollback()
         return render_template("admin/setup.html", error=str(error), email=email), 400
