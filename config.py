@@ -58,6 +58,18 @@ DEFAULTS: dict[str, Any] = {
     "PUBLIC_AGENT_NAME": "Parley coach",
     "REDACTION_REGION": "US",
     "DELETE_KEYWORD": "delete my data",
+    # Failed console logins (curation/login_limits.py), in the limits package's notation:
+    # per client address over all accounts; per client on one account (growing windows:
+    # the backoff); per account over all clients (one short window, above what one client
+    # may try in it, so that nobody can keep an account closed for long). Counted in
+    # Redis when REDIS_URL is set, else in the process's memory.
+    "LOGIN_LIMITS_PER_CLIENT": "10 per minute; 50 per hour",
+    "LOGIN_LIMITS_PER_ACCOUNT_CLIENT": "5 per minute; 20 per hour",
+    "LOGIN_LIMITS_PER_ACCOUNT": "30 per minute",
+    # Proxies in front of the app that append the client's address to X-Forwarded-For
+    # (Heroku's router: 1). The login limits count each client by the address that many
+    # entries from the right; 0 (clients connect directly): by the connection's address.
+    "TRUSTED_PROXY_HOPS": "0",
     # Delivery at scale (delivery/dispatcher.py, delivery/outbox.py, tasks/).
     "REDIS_URL": None,
     "DATABASE_POOL_SIZE": None,

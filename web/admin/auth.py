@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from flask import abort, redirect, render_template, request, url_for
+from flask import abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
+from curation.login_limits import LoginLimits, client_address
 from curation.users import SetupClosed, UserError, authenticate, create_first_admin, has_users
 from models import db
 from web.admin import ConsoleUser, bp
@@ -30,6 +31,31 @@ PROXY_HEADERS = (
     "Fastly-Client-IP",
     "Via",
 )
+
+
+def _login_limits() -> LoginLimits:
+    """The app's login limits, built on first use from its settings."""
+    limits = current_app.extensions.get("parley.login_limits")
+    if limits is None:
+        limits = LoginLimits.from_settings(current_app.config)
+        current_app.extensions["parley.login_limits"] = limits
+    return limits
+
+
+def _client(limits: LoginLimits) -> str:
+    """The address to count this client's login attempts by."""
+    forwarded = request.headers.get("X-Forwarded-For")
+    if (
+        forwarded
+        and not limits.proxy_hops
+        and not current_app.extensions.get("parley.proxy_warned")
+    ):
+        current_app.extensions["parley.proxy_warned"] = True
+        log.warning(
+            "admin.login.behind_proxy: X-Forwarded-For is set but TRUSTED_PROXY_HOPS=0, so "
+            "every client counts as the proxy; set TRUSTED_PROXY_HOPS (Heroku: 1)"
+        )
+    return client_address(request.remote_addr, forwarded, limits.proxy_hops)
 
 
 def _safe_next(target: str | None) -> str:
@@ -81,8 +107,13 @@ def setup() -> Response | tuple[str, int] | str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | tuple[str, int] | str:
-    """The login form; on success, back to the page asked for."""
+def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]] | str:
+    """The login form; on success, back to the page asked for.
+
+    Failed attempts are limited per client, per account and per both
+    (`curation.login_limits`): past a limit the form answers 429 with
+    ``Retry-After``, whatever the password.
+    """
     if current_user.is_authenticated and request.method == "GET":
         return redirect(url_for("admin.conversations"))
     if request.method == "GET" and first_run():
@@ -95,10 +126,22 @@ def login() -> Response | tuple[str, int] | str:
         return render_template(
             "admin/login.html", error="Enter your e-mail and password.", email=email
         ), 400
+    limits = _login_limits()
+    client = _client(limits)
+    refusal = limits.check(client, email)
+    if refusal is not None:
+        log.warning(
+            "admin.login.throttled scope=%s retry_after=%s", refusal.scope, refusal.retry_after
+        )
+        error = f"Too many failed attempts: try again in {refusal.retry_after} seconds."
+        page = render_template("admin/login.html", error=error, email=email)
+        return page, 429, {"Retry-After": str(refusal.retry_after)}
     result = authenticate(db.session, email, password)
     db.session.commit()
     if result.user is None:
+        limits.failed(client, email)
         return render_template("admin/login.html", error=result.error, email=email), 401
+    limits.succeeded(client, email)
     user = result.user
     login_user(ConsoleUser(user.id, user.email, user.role))
     log.info("admin.login user=%s role=%s", user.id, user.role)
