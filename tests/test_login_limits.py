@@ -19,6 +19,7 @@ from limits import parse_many
 from app import create_app
 from config import DEFAULTS
 from curation.login_limits import client_address
+from models import db
 from tests.admin_support import PASSWORD, add_user
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -126,6 +127,13 @@ def test_clients_behind_trusted_proxies_are_told_apart():
     assert client_address("10.0.0.1", None, 1) == "10.0.0.1"
 
 
+def dispose(app) -> None:
+    """Close an extra app's database connections."""
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
 def _redis_reason() -> str | None:
     try:
         redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_connect_timeout=1).ping()
@@ -144,19 +152,24 @@ def test_workers_count_together_through_redis(app_config, app):
     settings = {**app_config, "REDIS_URL": "redis://127.0.0.1:6379/0"}
     workers = [create_app(settings), create_app(settings)]  # two gunicorn workers
     clients = [worker.test_client() for worker in workers]
-
-    for index in range(5):  # the account-and-client limit: 5 per minute, on either worker
-        assert attempt(clients[index % 2], email, "wrong guess!", address).status_code == 401
-    assert attempt(clients[0], email, PASSWORD, address).status_code == 429
-    assert attempt(clients[1], email, PASSWORD, address).status_code == 429
+    try:
+        for index in range(5):  # the account-and-client limit: 5 per minute, on either worker
+            assert attempt(clients[index % 2], email, "wrong guess!", address).status_code == 401
+        assert attempt(clients[0], email, PASSWORD, address).status_code == 429
+        assert attempt(clients[1], email, PASSWORD, address).status_code == 429
+    finally:
+        for worker in workers:
+            dispose(worker)
 
 
 def test_logins_go_on_when_redis_is_unreachable(app_config, app, caplog):
     add_user(app, "ana@example.com", "admin")
     broken = create_app({**app_config, "REDIS_URL": "redis://127.0.0.1:1/0"})
-
-    with caplog.at_level(logging.ERROR, logger="parley"):
-        response = attempt(broken.test_client(), "ana@example.com", PASSWORD, OWNER)
+    try:
+        with caplog.at_level(logging.ERROR, logger="parley"):
+            response = attempt(broken.test_client(), "ana@example.com", PASSWORD, OWNER)
+    finally:
+        dispose(broken)
 
     assert response.status_code == 302
     assert "admin.login.limits_unavailable" in caplog.text
