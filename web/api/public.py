@@ -35,7 +35,9 @@ def _error(status: int, reason: str) -> ResponseReturnValue:
 
 
 def _scrub(text: str) -> str:
-    context = redaction.Context(region=current_app.config.get("REDACTION_REGION") or "US")
+    context = redaction.Context(
+        regions=redaction.parse_regions(current_app.config.get("REDACTION_REGION"))
+    )
     spans = sorted(
         redaction.phones(text, context) + redaction.emails(text, context),
         key=lambda span: span.start,
