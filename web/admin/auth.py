@@ -36,9 +36,10 @@ PROXY_HEADERS = (
 def _login_limits() -> LoginLimits:
     """The app's login limits, built on first use from its settings."""
     limits = current_app.extensions.get("parley.login_limits")
-    if limits is None:
-        limits = LoginLimits.from_settings(current_app.config)
-        current_app.extensions["parley.login_limits"] = limits
+    if limits is None:  # setdefault: two first requests at once still share one
+        limits = current_app.extensions.setdefault(
+            "parley.login_limits", LoginLimits.from_settings(current_app.config)
+        )
     return limits
 
 
