@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent
@@ -242,6 +249,38 @@ class Settings(BaseSettings):
     redaction_region: str = "US"
     """``REDACTION_REGION``: the region (ISO 3166 code) whose phone numbers and
     addresses redaction looks for. Default ``US``."""
+
+    login_limits_per_client: str = "10 per minute; 50 per hour"
+    """``LOGIN_LIMITS_PER_CLIENT``: failed console logins one client address may make,
+    over all accounts, in the ``limits`` notation (``N per minute; M per hour``); past
+    it the form answers 429 with ``Retry-After``. Default ``10 per minute; 50 per hour``."""
+
+    login_limits_per_account_client: str = "5 per minute; 20 per hour"
+    """``LOGIN_LIMITS_PER_ACCOUNT_CLIENT``: failed logins one client may make on one
+    account (the backoff for a guesser). Default ``5 per minute; 20 per hour``."""
+
+    login_limits_per_account: str = "30 per minute"
+    """``LOGIN_LIMITS_PER_ACCOUNT``: failed logins on one account from all clients, in
+    one short window, so nobody outside can keep an account closed for long. Default
+    ``30 per minute``."""
+
+    trusted_proxy_hops: Annotated[int, Field(ge=0, le=10)] = 0
+    """``TRUSTED_PROXY_HOPS``: how many proxies in front of the app add themselves to
+    ``X-Forwarded-For`` (Heroku's router: 1); the client address is read that many hops
+    from the right. Default 0 (clients connect directly)."""
+
+    @field_validator(
+        "login_limits_per_client", "login_limits_per_account_client", "login_limits_per_account"
+    )
+    @classmethod
+    def _login_windows(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError("write windows as '10 per minute; 50 per hour'") from None
+        return value
 
     delete_keyword: str = "delete my data"
     """``DELETE_KEYWORD``: the message (case, accents and punctuation ignored) with which

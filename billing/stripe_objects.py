@@ -21,6 +21,7 @@ invoices"); ../shared/fixtures/stripe/ holds both shapes.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -126,18 +127,57 @@ def aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+#: The last second a datetime can hold (9999-12-31T23:59:59Z).
+LATEST_TIMESTAMP = 253_402_300_799
+
+
 def timestamp(value: Any) -> dt.datetime | None:
-    """A Stripe timestamp (Unix seconds) as an aware UTC datetime; None if absent."""
+    """A Stripe timestamp (Unix seconds) as an aware UTC datetime; None if absent.
+
+    Raises:
+        EventShapeError: a number before 1970 or after the year 9999.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= LATEST_TIMESTAMP:
+            raise EventShapeError(f"timestamp {value} is not a time Stripe sends")
         return dt.datetime.fromtimestamp(value, dt.UTC)
     return None
 
 
+#: What a Stripe object id looks like (``cus_...``, ``sub_...``): at most the column's 255.
+_ID = re.compile(r"[A-Za-z0-9_]{1,255}")
+#: A subscription status: Stripe's are lower-case words with ``_``; the column holds 32.
+_STATUS = re.compile(r"[a-z_]{1,32}")
+#: The longest ``client_reference_id`` (Stripe's rule) or phone number kept from an event.
+_MAX_TEXT = 200
+
+
 def _id(value: Any) -> str | None:
-    """An id field, whether sent as ``"cus_..."`` or expanded as ``{"id": ...}``."""
+    """An id field, whether sent as ``"cus_..."`` or expanded as ``{"id": ...}``.
+
+    Raises:
+        EventShapeError: an id that is no Stripe id (a NUL, spaces, past 255 characters).
+    """
     if isinstance(value, Mapping):
         value = value.get("id")
-    return value if isinstance(value, str) and value else None
+    if not isinstance(value, str) or not value:
+        return None
+    if not _ID.fullmatch(value):
+        raise EventShapeError("an object id is not a Stripe id (letters, digits and _)")
+    return value
+
+
+def _text(value: Any, field: str) -> str | None:
+    """A short text field (a reference, a phone number), or None when absent.
+
+    Raises:
+        EventShapeError: a NUL character, or past `_MAX_TEXT` characters.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    if "\x00" in value or len(value) > _MAX_TEXT:
+        raise EventShapeError(f"{field}: no NUL character, at most {_MAX_TEXT} characters")
+    return value
 
 
 def _list(value: Any) -> list[Mapping[str, Any]]:
@@ -173,6 +213,8 @@ def read_subscription(obj: Mapping[str, Any], *, deleted: bool = False) -> Subsc
         if not deleted:
             raise EventShapeError(f"subscription {subscription_id} has no status")
         status = "canceled"
+    if not _STATUS.fullmatch(status):
+        raise EventShapeError(f"subscription {subscription_id} has a malformed status")
     period_end = timestamp(obj.get("current_period_end"))
     if period_end is None:
         ends = [timestamp(item.get("current_period_end")) for item in _list(obj.get("items"))]
@@ -219,12 +261,10 @@ def read_checkout_session(obj: Mapping[str, Any]) -> CheckoutFacts:
     session_id = _id(obj.get("id"))
     if not session_id or not session_id.startswith("cs_"):
         raise EventShapeError("checkout session object has no id of the form cs_...")
-    reference = obj.get("client_reference_id")
-    phone = _dig(obj, "customer_details", "phone")
     return CheckoutFacts(
         session_id=session_id,
         customer_id=_id(obj.get("customer")),
         subscription_id=_id(obj.get("subscription")),
-        client_reference_id=reference if isinstance(reference, str) and reference else None,
-        phone=phone if isinstance(phone, str) and phone else None,
+        client_reference_id=_text(obj.get("client_reference_id"), "client_reference_id"),
+        phone=_text(_dig(obj, "customer_details", "phone"), "customer_details.phone"),
     )

@@ -239,7 +239,10 @@ def build(
     if not flow_text and loaded is not None and loaded.version == version:
         flow_text = Path(loaded.source).read_text(encoding="utf-8")
     redactor = _Redactor(
-        redaction.Context(region=region, names=(contact.name,) if contact.name else ()),
+        redaction.Context(
+            regions=redaction.regions_for(region, contact.phone),
+            names=(contact.name,) if contact.name else (),
+        ),
         keep=flow_text,
         phone_digits=_digits(contact.phone),
     )

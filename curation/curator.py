@@ -77,13 +77,19 @@ class Curator:
     Args:
         session: The SQLAlchemy session; the caller commits.
         actor: Who is acting (a user's e-mail), recorded with every change.
-        region: Region for phone numbers written without a country code.
+        region: ``REDACTION_REGION``: the region(s) of phone numbers written without a
+            country code (``US``, or several: ``US,GB``); the contact's own
+            country is added for each conversation.
+
+    Raises:
+        ValueError: `region` names a region libphonenumber does not know.
     """
 
     def __init__(self, session: Session, actor: str, region: str = "US") -> None:
         self.session = session
         self.actor = actor
         self.region = region
+        redaction.parse_regions(region)  # a typo must not quietly redact less
 
     def curation(self, conversation_id: int) -> Curation:
         """The conversation's curation row, created on first use.
@@ -115,12 +121,15 @@ class Curator:
         )
 
     def _context(self, conversation_id: int) -> redaction.Context:
-        name = self.session.scalar(
-            sa.select(Contact.name)
+        contact = self.session.execute(
+            sa.select(Contact.name, Contact.phone)
             .join(Conversation, Conversation.contact_id == Contact.id)
             .where(Conversation.id == conversation_id)
+        ).first()
+        name, phone = contact if contact is not None else (None, None)
+        return redaction.Context(
+            regions=redaction.regions_for(self.region, phone), names=(name,) if name else ()
         )
-        return redaction.Context(region=self.region, names=(name,) if name else ())
 
     def suggestions(self, conversation_id: int) -> list[Suggestion]:
         """Each message of the conversation with the detectors' suggestions."""

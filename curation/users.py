@@ -1,14 +1,15 @@
-"""Console users: creating them, and checking a login with a lock-out.
+"""Console users: creating them, and checking a login.
 
 Passwords are hashed with Werkzeug's ``generate_password_hash`` (scrypt); the
-password itself is never stored nor logged. After `MAX_FAILED_LOGINS` wrong
-passwords in a row an account is locked for `LOCKOUT`, as OWASP's
-Authentication Cheat Sheet recommends ("Account Lockout").
+password itself is never stored nor logged. Failed attempts are counted on the
+user (``failed_logins``, for the record) but lock nothing: a stored lock-out
+would let anyone who knows an e-mail address lock its owner out. Guessing is
+slowed by the login limits instead (`curation.login_limits`: per client, per
+account and per both, in short windows).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 from dataclasses import dataclass
@@ -22,16 +23,22 @@ from models.entities import utcnow
 
 log = logging.getLogger("parley.users")
 
-MAX_FAILED_LOGINS = 5
-LOCKOUT = dt.timedelta(minutes=15)
 MIN_PASSWORD_LENGTH = 10
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Checked when the e-mail is unknown, so that both cases take the same time.
 _DUMMY_HASH = generate_password_hash("not-a-password")
 
 
+#: The PostgreSQL advisory lock key that serialises first-admin setups (any fixed bigint).
+FIRST_ADMIN_LOCK = 0x7061726C6579_01  # "parley", 1
+
+
 class UserError(ValueError):
     """A user cannot be created as asked; the message says why."""
+
+
+class SetupClosed(Exception):
+    """A console user exists already: the first admin is made once, by one request."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +47,7 @@ class LoginResult:
 
     Attributes:
         user: The user, when the login succeeded.
-        error: Why it failed, fit to show (never says whether the e-mail exists,
-            except that a locked account says it is locked).
+        error: Why it failed, fit to show (never says whether the e-mail exists).
     """
 
     user: User | None
@@ -70,39 +76,59 @@ def create_user(session: Session, email: str, password: str, role: str) -> User:
     return user
 
 
+def has_users(session: Session) -> bool:
+    """Whether any console user exists (active or not)."""
+    return session.scalar(sa.select(User.id).limit(1)) is not None
+
+
+def create_first_admin(session: Session, email: str, password: str) -> User:
+    """Create the first admin, unless a user exists; race-free across processes.
+
+    Checking "no user yet" and inserting happen under one lock held to the end
+    of the caller's transaction, so of any number of simultaneous setups one
+    creates the admin and the others see it: on PostgreSQL a transaction-scoped
+    advisory lock (``pg_advisory_xact_lock``, released by the commit or
+    rollback); on SQLite the write lock that every transaction of this app
+    takes at its start (``BEGIN IMMEDIATE``, `models.init_db`). The caller
+    commits.
+
+    Args:
+        session: The session whose transaction holds the lock until it ends.
+        email: The admin's e-mail address.
+        password: The admin's password (at least `MIN_PASSWORD_LENGTH` characters).
+
+    Returns:
+        The new admin, flushed.
+
+    Raises:
+        SetupClosed: a console user exists already.
+        UserError: the e-mail or password is not acceptable (see `create_user`).
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(FIRST_ADMIN_LOCK)))
+    elif dialect != "sqlite":
+        raise NotImplementedError(f"no first-admin lock for {dialect}: use SQLite or PostgreSQL")
+    if has_users(session):
+        raise SetupClosed("a console user exists already: use flask users create")
+    return create_user(session, email, password, "admin")
+
+
 def authenticate(session: Session, email: str, password: str) -> LoginResult:
-    """Check an e-mail and password, counting failures and locking the account.
+    """Check an e-mail and password, counting failures on the user.
 
     The caller commits (failed attempts are stored too).
     """
     email = email.strip().lower()
     user = session.scalars(sa.select(User).where(User.email == email)).first()
-    now = utcnow()
     if user is None or not user.active:
         check_password_hash(_DUMMY_HASH, password)
         return LoginResult(None, "Wrong e-mail or password.")
-    locked_until = user.locked_until
-    if locked_until is not None and locked_until.tzinfo is None:
-        locked_until = locked_until.replace(tzinfo=dt.UTC)  # SQLite drops the zone
-    if locked_until is not None and locked_until > now:
-        minutes = max(1, int((locked_until - now).total_seconds() // 60) + 1)
-        return LoginResult(
-            None,
-            f"Too many failed attempts: this account is locked for {minutes} more minute(s).",
-        )
     if not check_password_hash(user.password_hash, password):
         user.failed_logins = (user.failed_logins or 0) + 1
         log.warning("admin.login.failed user=%s failures=%s", user.id, user.failed_logins)
-        if user.failed_logins >= MAX_FAILED_LOGINS:
-            user.locked_until = now + LOCKOUT
-            user.failed_logins = 0
-            minutes = int(LOCKOUT.total_seconds() // 60)
-            return LoginResult(
-                None,
-                f"Too many failed attempts: this account is locked for {minutes} minutes.",
-            )
         return LoginResult(None, "Wrong e-mail or password.")
     user.failed_logins = 0
     user.locked_until = None
-    user.last_login_at = now
+    user.last_login_at = utcnow()
     return LoginResult(user)

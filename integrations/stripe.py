@@ -44,6 +44,13 @@ DEFAULT_TIMEOUT = 5.0
 """Seconds per Stripe API call. A payment link is made inside a turn, which must
 answer within Twilio's 15 s; the library's own default is 80 s."""
 
+#: The last second a datetime can hold (9999-12-31T23:59:59Z): a later ``created`` is no time.
+_LATEST_TIMESTAMP = 253_402_300_799
+
+# Stripe's event ids and types ("The Event object"), within the columns that store them.
+_EVENT_ID_RE = re.compile(r"evt_[A-Za-z0-9_]{1,251}")
+_EVENT_TYPE_RE = re.compile(r"[a-z0-9_.]{1,100}")
+
 # E.164 (ITU-T E.164): a country code that never starts with 0, at most 15 digits.
 _E164_DIGITS_RE = re.compile(r"[1-9][0-9]{7,14}")
 
@@ -152,13 +159,15 @@ def construct_event(payload: bytes, sig_header: str | None, secret: str) -> dict
 def _check_envelope(event: Any) -> None:
     if not isinstance(event, dict):
         raise WebhookPayloadError("body is not a Stripe event (not a JSON object)")
-    if not (isinstance(event.get("id"), str) and event["id"].startswith("evt_")):
-        raise WebhookPayloadError("event has no id of the form evt_...")
-    if not isinstance(event.get("type"), str) or not event["type"]:
-        raise WebhookPayloadError("event has no type")
+    if not (isinstance(event.get("id"), str) and _EVENT_ID_RE.fullmatch(event["id"])):
+        raise WebhookPayloadError("event has no id of the form evt_... (at most 255 characters)")
+    if not isinstance(event.get("type"), str) or not _EVENT_TYPE_RE.fullmatch(event["type"]):
+        raise WebhookPayloadError("event has no type of the form a.b_c (at most 100 characters)")
     created = event.get("created")
     if not isinstance(created, int) or isinstance(created, bool):
         raise WebhookPayloadError("event has no integer created")
+    if not 0 <= created <= _LATEST_TIMESTAMP:
+        raise WebhookPayloadError("event created is not a time (Unix seconds, 1970 to 9999)")
     data = event.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
         raise WebhookPayloadError("event has no data.object")

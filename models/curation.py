@@ -35,7 +35,8 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(default=0)
     """Failed attempts in a row since the last successful login."""
     locked_until: Mapped[dt.datetime | None] = mapped_column(Timestamp)
-    """Logins are refused until then (after too many failed attempts)."""
+    """No longer set: the stored lock-out gave way to the login limits
+    (`curation.login_limits`); cleared by the next successful login."""
     last_login_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 

@@ -1,4 +1,4 @@
-"""The admin console: login, lock-out, roles, CSRF, transcripts and curation."""
+"""The admin console: login, roles, CSRF, transcripts and curation (limits: test_login_limits)."""
 
 from __future__ import annotations
 
@@ -48,19 +48,6 @@ def test_a_wrong_password_is_refused_and_counted(app, client):
     assert "Wrong e-mail or password." in response.get_data(as_text=True)
     with app.app_context():
         assert db.session.scalars(sa.select(User.failed_logins)).one() == 1
-
-
-def test_five_failures_lock_the_account_even_for_the_right_password(app, client):
-    add_user(app, "ana@example.com", "curator")
-    for _ in range(4):
-        assert login(client, "ana@example.com", "nope nope nope").status_code == 401
-    fifth = login(client, "ana@example.com", "nope nope nope")
-    assert "locked for 15 minutes" in fifth.get_data(as_text=True)
-
-    right = login(client, "ana@example.com")
-    assert right.status_code == 401
-    assert "Too many failed attempts" in right.get_data(as_text=True)
-    assert client.get("/admin/conversations").status_code == 302
 
 
 def test_a_post_without_csrf_token_is_refused(app, client):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import sqlalchemy as sa
 
 from models import db
@@ -73,3 +76,40 @@ def test_setup_refuses_every_proxy_header(app, client):
         response = client.get("/admin/setup", headers={header: "203.0.113.9"})
         assert response.status_code == 404, header
     assert client.get("/admin/setup").status_code == 200
+
+
+def test_six_simultaneous_setups_make_exactly_one_admin(app, live_server):
+    """Six browsers on this machine submit the setup form at the same moment (real HTTP)."""
+    browsers = [httpx.Client(base_url=live_server, timeout=30) for _ in range(6)]
+    tokens = []
+    for browser in browsers:
+        page = browser.get("/admin/setup")
+        assert page.status_code == 200
+        tokens.append(TOKEN.search(page.text)[1])
+    start = threading.Barrier(len(browsers))
+
+    def submit(index: int) -> int:
+        start.wait()
+        return (
+            browsers[index]
+            .post(
+                "/admin/setup",
+                data={
+                    "email": f"admin{index}@example.org",
+                    "password": "a long password",
+                    "csrf_token": tokens[index],
+                },
+            )
+            .status_code
+        )
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(browsers)) as pool:
+            statuses = list(pool.map(submit, range(len(browsers))))
+    finally:
+        for browser in browsers:
+            browser.close()
+
+    assert sorted(statuses) == [302] + [404] * 5, statuses
+    with app.app_context():
+        assert len(db.session.scalars(sa.select(User.email)).all()) == 1

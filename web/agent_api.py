@@ -31,11 +31,10 @@ from werkzeug.wrappers import Response
 
 from config import reveal
 from handover import control as handover
+from handover import queries
 from handover.routing import hand_back
 from integrations.twilio import MAX_WHATSAPP_BODY_CHARS
 from models import db
-from models.curation import User
-from models.entities import Conversation
 from web.api.problems import MEDIA_TYPE, BadRequest, parameters, parse, problem
 from web.api.schemas import TEXT_PATTERN, ConversationPath, Id
 
@@ -143,14 +142,13 @@ def _bad(error: _Bad) -> tuple[Response, int]:
 
 
 def _agent_id(data: AgentAction) -> int:
-    user = db.session.get(User, data.agent_id)
-    if user is None or not user.active:
+    if not queries.is_active_agent(db.session, data.agent_id):
         raise _Bad(404, f"no active console user {data.agent_id}")
     return data.agent_id
 
 
 def _run(conversation_id: int, change: Callable[[], Any]) -> tuple[Response, int]:
-    if db.session.get(Conversation, conversation_id) is None:
+    if not queries.conversation_exists(db.session, conversation_id):
         raise _Bad(404, f"no conversation {conversation_id}")
     try:
         result = change()

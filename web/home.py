@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from flask import Blueprint, current_app, render_template_string, url_for
 
 from models import db
+from models.health import database_answers
 
 bp = Blueprint("home", __name__)
 
@@ -56,10 +56,6 @@ def index() -> str:
 @bp.get("/healthz")
 def healthz() -> tuple[dict, int]:
     """``{"status": "ok"}`` when the database answers, else 503."""
-    try:
-        db.session.execute(sa.text("SELECT 1"))
-        db.session.rollback()
-    except sa.exc.SQLAlchemyError:
-        db.session.rollback()
+    if not database_answers(db.session):
         return {"status": "unavailable", "database": "unreachable"}, 503
     return {"status": "ok"}, 200

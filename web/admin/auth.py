@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-import sqlalchemy as sa
-from flask import abort, redirect, render_template, request, url_for
+from flask import abort, current_app, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 from werkzeug.wrappers import Response
 
-from curation.users import UserError, authenticate, create_user
+from curation.login_limits import LoginLimits, client_address
+from curation.users import SetupClosed, UserError, authenticate, create_first_admin, has_users
 from models import db
-from models.curation import User
 from web.admin import ConsoleUser, bp
 
 log = logging.getLogger("parley.web.admin")
@@ -32,6 +31,33 @@ PROXY_HEADERS = (
     "Fastly-Client-IP",
     "Via",
 )
+
+
+def _login_limits() -> LoginLimits:
+    """The app's login limits, built on first use from its settings."""
+    limits = current_app.extensions.get("parley.login_limits")
+    if limits is None:  # setdefault: two first requests at once still share one
+        limits = current_app.extensions.setdefault(
+            "parley.login_limits",
+            LoginLimits.from_settings(current_app.extensions["parley"].settings),
+        )
+    return limits
+
+
+def _client(limits: LoginLimits) -> str:
+    """The address to count this client's login attempts by."""
+    forwarded = request.headers.get("X-Forwarded-For")
+    if (
+        forwarded
+        and not limits.proxy_hops
+        and not current_app.extensions.get("parley.proxy_warned")
+    ):
+        current_app.extensions["parley.proxy_warned"] = True
+        log.warning(
+            "admin.login.behind_proxy: X-Forwarded-For is set but TRUSTED_PROXY_HOPS=0, so "
+            "every client counts as the proxy; set TRUSTED_PROXY_HOPS (Heroku: 1)"
+        )
+    return client_address(request.remote_addr, forwarded, limits.proxy_hops)
 
 
 def _safe_next(target: str | None) -> str:
@@ -57,7 +83,7 @@ def first_run() -> bool:
     )
     if not local or forwarded:
         return False
-    return db.session.scalar(sa.select(sa.func.count()).select_from(User)) == 0
+    return not has_users(db.session)
 
 
 @bp.route("/setup", methods=["GET", "POST"])
@@ -69,7 +95,10 @@ def setup() -> Response | tuple[str, int] | str:
     if request.method == "GET":
         return render_template("admin/setup.html", error=None, email="")
     try:
-        user = create_user(db.session, email, request.form.get("password", ""), "admin")
+        user = create_first_admin(db.session, email, request.form.get("password", ""))
+    except SetupClosed:  # another request made the first admin a moment ago
+        db.session.rollback()
+        abort(404)
     except UserError as error:
         db.session.rollback()
         return render_template("admin/setup.html", error=str(error), email=email), 400
@@ -80,8 +109,13 @@ def setup() -> Response | tuple[str, int] | str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | tuple[str, int] | str:
-    """The login form; on success, back to the page asked for."""
+def login() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]] | str:
+    """The login form; on success, back to the page asked for.
+
+    Failed attempts are limited per client, per account and per both
+    (`curation.login_limits`): past a limit the form answers 429 with
+    ``Retry-After``, whatever the password.
+    """
     if current_user.is_authenticated and request.method == "GET":
         return redirect(url_for("admin.conversations"))
     if request.method == "GET" and first_run():
@@ -94,10 +128,22 @@ def login() -> Response | tuple[str, int] | str:
         return render_template(
             "admin/login.html", error="Enter your e-mail and password.", email=email
         ), 400
+    limits = _login_limits()
+    client = _client(limits)
+    refusal = limits.check(client, email)
+    if refusal is not None:
+        log.warning(
+            "admin.login.throttled scope=%s retry_after=%s", refusal.scope, refusal.retry_after
+        )
+        error = f"Too many failed attempts: try again in {refusal.retry_after} seconds."
+        page = render_template("admin/login.html", error=error, email=email)
+        return page, 429, {"Retry-After": str(refusal.retry_after)}
     result = authenticate(db.session, email, password)
     db.session.commit()
     if result.user is None:
+        limits.failed(client, email)
         return render_template("admin/login.html", error=result.error, email=email), 401
+    limits.succeeded(client, email)
     user = result.user
     login_user(ConsoleUser(user.id, user.email, user.role))
     log.info("admin.login user=%s role=%s", user.id, user.role)

@@ -15,14 +15,12 @@ from __future__ import annotations
 import hmac
 import logging
 
-import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from config import reveal
-from integrations.twilio import parse_address
+from curation import queries
 from models import db
-from models.entities import Contact, Conversation, Message
 from web.api import schemas
 from web.api.problems import parse, problem
 
@@ -61,13 +59,6 @@ def _sender(author: str) -> schemas.Sender:
     return schemas.Sender(type=kind, id=agent_id or None)  # type: ignore[arg-type]
 
 
-def _contact_id(payload: schemas.RecentMessagesRequest) -> int | None:
-    if payload.contact_id is not None:
-        return db.session.scalar(sa.select(Contact.id).where(Contact.id == payload.contact_id))
-    _, phone = parse_address((payload.phone or "").strip())
-    return db.session.scalar(sa.select(Contact.id).where(Contact.phone == phone))
-
-
 @bp.post("/contacts.recent-messages")
 def recent_messages() -> ResponseReturnValue:
     """A contact's recent messages, grouped by conversation, newest first."""
@@ -75,54 +66,36 @@ def recent_messages() -> ResponseReturnValue:
     if refused is not None:
         return refused
     payload = parse(schemas.RecentMessagesRequest, request.get_json(silent=True))
-    contact_id = _contact_id(payload)
+    contact_id = queries.contact_id(db.session, payload.contact_id, payload.phone)
     if contact_id is None:
         db.session.rollback()
         return _error(404, "no such contact")
-
-    query = sa.select(Conversation).where(Conversation.contact_id == contact_id)
-    if payload.source:
-        query = query.where(Conversation.channel == payload.source)
-    conversations = db.session.scalars(
-        query.order_by(Conversation.last_message_at.desc(), Conversation.id.desc())
-    ).all()
-    groups = []
-    for conversation in conversations:
-        condition = [Message.conversation_id == conversation.id]
-        cursor = payload.cursors.get(str(conversation.id))
-        if cursor:
-            condition.append(Message.id < int(cursor))
-        rows = db.session.scalars(
-            sa.select(Message)
-            .where(*condition)
-            .order_by(Message.id.desc())
-            .limit(payload.page_size + 1)
-        ).all()
-        more = len(rows) > payload.page_size
-        rows = rows[: payload.page_size]
-        groups.append(
-            schemas.ConversationMessages(
-                conversation_id=conversation.id,
-                source=conversation.channel,  # type: ignore[arg-type]
-                messages=[
-                    schemas.InternalMessage(
-                        id=row.id,
-                        content=row.body,
-                        from_contact=row.direction == "inbound",
-                        sender=_sender(row.author),
-                        delivery_state=row.status,
-                        sent_at=row.created_at,
-                        flow_id=row.flow_id,
-                        step_id=row.step_id,
-                    )
-                    for row in rows
-                ],
-                pagination_data=schemas.PaginationData(
-                    next_cursor=str(rows[-1].id) if more and rows else None,
-                    page_size=payload.page_size,
-                ),
-            )
+    pages = queries.recent_messages(
+        db.session, contact_id, payload.source, payload.cursors, payload.page_size
+    )
+    groups = [
+        schemas.ConversationMessages(
+            conversation_id=page.conversation.id,
+            source=page.conversation.channel,  # type: ignore[arg-type]
+            messages=[
+                schemas.InternalMessage(
+                    id=row.id,
+                    content=row.body,
+                    from_contact=row.direction == "inbound",
+                    sender=_sender(row.author),
+                    delivery_state=row.status,
+                    sent_at=row.created_at,
+                    flow_id=row.flow_id,
+                    step_id=row.step_id,
+                )
+                for row in page.messages
+            ],
+            pagination_data=schemas.PaginationData(
+                next_cursor=page.next_cursor, page_size=payload.page_size
+            ),
         )
+        for page in pages
+    ]
     db.session.rollback()
     body = schemas.RecentMessagesResponse(contact_id=contact_id, data=groups)
     return jsonify(body.model_dump(mode="json"))

@@ -1,10 +1,9 @@
 """The public API: published conversations, redacted, for the website that shows them.
 
 Only conversations a curator published are ever returned, and only their
-redacted texts (`RedactedMessage`), never `Message.body`. As a last guard,
-every text goes through the phone and e-mail detectors again on its way out,
-so a number a curator typed back into a summary is still not served. No field
-carries a phone number: people appear as ``display_name``.
+redacted texts, scrubbed once more on the way out (`curation.queries`, where
+the reads are). No field carries a phone number: people appear as
+``display_name``.
 
     GET /api/v1/conversations?page=1&per_page=20
     GET /api/v1/conversations/<id>
@@ -14,37 +13,19 @@ carries a phone number: people appear as ``display_name``.
 
 from __future__ import annotations
 
-from typing import Any
-
-import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from curation import redaction, transcripts
+from curation import queries
 from models import db
-from models.curation import Curation, RedactedMessage
-from models.entities import Conversation, Message
 from web.api import schemas
 from web.api.problems import BadRequest, parse, problem
 
 bp = Blueprint("public_api", __name__, url_prefix="/api/v1")
 
 
-def _error(status: int, reason: str) -> ResponseReturnValue:
-    return problem(status, reason)
-
-
-def _scrub(text: str) -> str:
-    context = redaction.Context(region=current_app.extensions["parley"].settings.redaction_region)
-    spans = sorted(
-        redaction.phones(text, context) + redaction.emails(text, context),
-        key=lambda span: span.start,
-    )
-    kept: list[redaction.Span] = []
-    for span in spans:
-        if not kept or span.start >= kept[-1].end:
-            kept.append(span)
-    return redaction.apply(text, kept)
+def _regions() -> str:
+    return current_app.extensions["parley"].settings.redaction_region
 
 
 def _agent() -> schemas.Person:
@@ -53,86 +34,60 @@ def _agent() -> schemas.Person:
     )
 
 
-def _published() -> sa.Select:
-    return (
-        sa.select(Conversation, Curation)
-        .join(Curation, Curation.conversation_id == Conversation.id)
-        .where(Curation.published.is_(True))
+def _conversation(summary: queries.PublishedSummary) -> schemas.PublicConversation:
+    return schemas.PublicConversation(
+        id=summary.id,
+        question=summary.question,
+        answer=summary.answer,
+        teaser=summary.teaser,
+        tags=summary.tags,
+        rating=summary.rating,
+        channel=summary.channel,  # type: ignore[arg-type]
+        message_count=summary.message_count,
+        published_at=summary.published_at,
+        started_at=summary.started_at,
+        agent=_agent(),
+        user=schemas.Person(display_name=f"Texter {summary.id}", kind="user"),
     )
 
 
-def _summaries(rows: list[Any]) -> list[schemas.PublicConversation]:
-    ids = [conversation.id for conversation, _ in rows]
-    counts = dict(
-        db.session.execute(
-            sa.select(RedactedMessage.conversation_id, sa.func.count())
-            .where(RedactedMessage.conversation_id.in_(ids))
-            .group_by(RedactedMessage.conversation_id)
-        ).all()
-    )
-    tags = transcripts.tags_of(db.session, ids)
-    return [
-        schemas.PublicConversation(
-            id=conversation.id,
-            question=_scrub(curation.summary_question),
-            answer=_scrub(curation.summary_answer),
-            teaser=_scrub(curation.teaser),
-            tags=tags.get(conversation.id, []),
-            rating=curation.rating,
-            channel=conversation.channel,  # type: ignore[arg-type]
-            message_count=counts.get(conversation.id, 0),
-            published_at=curation.published_at,
-            started_at=conversation.created_at,
-            agent=_agent(),
-            user=schemas.Person(display_name=f"Texter {conversation.id}", kind="user"),
-        )
-        for conversation, curation in rows
-    ]
-
-
-def _page(query: sa.Select, paging: schemas.Paging) -> ResponseReturnValue:
-    page, per_page = paging.page, paging.per_page
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
-    rows = db.session.execute(
-        query.order_by(Curation.published_at.desc(), Conversation.id.desc())
-        .limit(per_page)
-        .offset((page - 1) * per_page)
-    ).all()
-    body = schemas.ConversationList(
-        data=_summaries(rows),
-        pagination=schemas.Pagination(
-            page=page, per_page=per_page, total=total, total_pages=-(-total // per_page)
-        ),
-    )
-    db.session.rollback()
-    return jsonify(body.model_dump(mode="json"))
-
-
-def _messages(conversation_id: int) -> list[schemas.PublicMessage]:
+def _messages(
+    conversation_id: int, messages: list[queries.PublishedMessage]
+) -> list[schemas.PublicMessage]:
     agent = _agent().display_name
-    rows = db.session.execute(
-        sa.select(Message.id, Message.author, Message.created_at, RedactedMessage.text)
-        .join(RedactedMessage, RedactedMessage.message_id == Message.id)
-        .where(Message.conversation_id == conversation_id)
-        .order_by(Message.created_at, Message.id)
-    ).all()
     return [
         schemas.PublicMessage(
-            id=message_id,
+            id=message.id,
             conversation_id=conversation_id,
-            author="user" if author == "contact" else "agent",
-            display_name=f"Texter {conversation_id}" if author == "contact" else agent,
-            text=_scrub(text),
-            sent_at=created_at,
+            author="user" if message.from_contact else "agent",
+            display_name=f"Texter {conversation_id}" if message.from_contact else agent,
+            text=message.text,
+            sent_at=message.sent_at,
         )
-        for message_id, author, created_at, text in rows
+        for message in messages
     ]
+
+
+def _page(paging: schemas.Paging, search: str | None = None) -> ResponseReturnValue:
+    page, per_page = paging.page, paging.per_page
+    found = queries.published_page(db.session, page, per_page, _regions(), search)
+    db.session.rollback()
+    body = schemas.ConversationList(
+        data=[_conversation(summary) for summary in found.items],
+        pagination=schemas.Pagination(
+            page=page,
+            per_page=per_page,
+            total=found.total,
+            total_pages=-(-found.total // per_page),
+        ),
+    )
+    return jsonify(body.model_dump(mode="json"))
 
 
 @bp.get("/conversations")
 def list_conversations() -> ResponseReturnValue:
     """Published conversations, most recently published first."""
-    return _page(_published(), parse(schemas.Paging, request.args))
+    return _page(parse(schemas.Paging, request.args))
 
 
 @bp.get("/conversations/search")
@@ -141,31 +96,21 @@ def search_conversations() -> ResponseReturnValue:
     if not request.args.get("query"):
         raise BadRequest("query is required, e.g. ?query=sleep")
     search = parse(schemas.SearchQuery, request.args)
-    query = search.query.strip()
-    matches = sa.or_(
-        transcripts.text_match(db.session, Curation.summary_question, query),
-        transcripts.text_match(db.session, Curation.summary_answer, query),
-        transcripts.text_match(db.session, Curation.teaser, query),
-        sa.exists().where(
-            RedactedMessage.conversation_id == Conversation.id,
-            transcripts.text_match(db.session, RedactedMessage.text, query),
-        ),
-    )
-    return _page(_published().where(matches), search)
+    return _page(search, search.query.strip())
 
 
 @bp.get("/conversations/<int:conversation_id>")
 def get_conversation(conversation_id: int) -> ResponseReturnValue:
     """One published conversation with its redacted messages (404 when not published)."""
     parse(schemas.ConversationPath, {"conversation_id": conversation_id})
-    row = db.session.execute(_published().where(Conversation.id == conversation_id)).first()
-    if row is None:
-        return _error(404, f"no published conversation {conversation_id}")
-    summary = _summaries([row])[0]
-    detail = schemas.PublicConversationDetail(
-        **summary.model_dump(), messages=_messages(conversation_id)
-    )
+    summary = queries.published_conversation(db.session, conversation_id, _regions())
+    messages = queries.published_messages(db.session, conversation_id, _regions())
     db.session.rollback()
+    if summary is None or messages is None:
+        return problem(404, f"no published conversation {conversation_id}")
+    detail = schemas.PublicConversationDetail(
+        **_conversation(summary).model_dump(), messages=_messages(conversation_id, messages)
+    )
     return jsonify(schemas.ConversationResponse(data=detail).model_dump(mode="json"))
 
 
@@ -173,12 +118,9 @@ def get_conversation(conversation_id: int) -> ResponseReturnValue:
 def list_messages() -> ResponseReturnValue:
     """The redacted messages of a published conversation (``conversation_id`` required)."""
     conversation_id = parse(schemas.MessagesQuery, request.args).conversation_id
-    published = db.session.scalar(
-        sa.select(Curation.published).where(Curation.conversation_id == conversation_id)
-    )
-    if not published:
-        db.session.rollback()
-        return _error(404, f"no published conversation {conversation_id}")
-    body = schemas.MessageList(data=_messages(conversation_id))
+    messages = queries.published_messages(db.session, conversation_id, _regions())
     db.session.rollback()
+    if messages is None:
+        return problem(404, f"no published conversation {conversation_id}")
+    body = schemas.MessageList(data=_messages(conversation_id, messages))
     return jsonify(body.model_dump(mode="json"))

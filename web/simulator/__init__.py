@@ -19,10 +19,10 @@ import dataclasses
 import uuid
 from typing import Any
 
-import sqlalchemy as sa
 from flask import Blueprint, abort, current_app, render_template, request
 from werkzeug.wrappers import Response
 
+from conversation import queries
 from conversation.turn import Incoming
 from engine.ports import LLM, ExecutionState, LLMError, LLMRequest, LLMResponse
 from integrations.twilio import (
@@ -31,9 +31,7 @@ from integrations.twilio import (
     MAX_WHATSAPP_BODY_CHARS,
     parse_address,
 )
-from models import OPEN_STATUSES, Contact, Execution, db
-from models.entities import utcnow
-from models.store import SqlStore
+from models import Execution, db
 from web.admin import csrf, requires
 
 bp = Blueprint(
@@ -110,17 +108,6 @@ def _state(execution: ExecutionState | Execution | None) -> dict[str, Any] | Non
     }
 
 
-def _contact_id(phone: str) -> int | None:
-    return db.session.scalar(sa.select(Contact.id).where(Contact.phone == phone))
-
-
-def _open_execution(phone: str) -> ExecutionState | None:
-    contact_id = _contact_id(phone)
-    if contact_id is None:
-        return None
-    return SqlStore(db.session).active_execution(contact_id)
-
-
 def _phone_from(data: dict[str, Any]) -> str:
     """The E.164 phone of a request, or abort with 400."""
     try:
@@ -191,7 +178,8 @@ def send() -> Any:
         "error": outcome.error,
         "steps_run": result.steps if result else [],
         "llm_calls": recorder.calls,
-        "state": _state(result.execution if result else None) or _state(_open_execution(phone)),
+        "state": _state(result.execution if result else None)
+        or _state(queries.open_execution(db.session, phone)),
     }
 
 
@@ -203,7 +191,7 @@ def state() -> Any:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         return _bad("send a JSON object: {phone}")
-    return {"state": _state(_open_execution(_phone_from(data)))}
+    return {"state": _state(queries.open_execution(db.session, _phone_from(data)))}
 
 
 @bp.post("/reset")
@@ -214,13 +202,6 @@ def reset() -> Any:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         return _bad("send a JSON object: {phone}")
-    contact_id = _contact_id(_phone_from(data))
-    ended = 0
-    if contact_id is not None:
-        ended = db.session.execute(
-            sa.update(Execution)
-            .where(Execution.contact_id == contact_id, Execution.status.in_(OPEN_STATUSES))
-            .values(status="ended", ended_at=utcnow())
-        ).rowcount
-        db.session.commit()
+    ended = queries.end_open_executions(db.session, _phone_from(data))
+    db.session.commit()
     return {"ended": ended, "state": None}
