@@ -10,9 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Self
-
-import openai
+from typing import TYPE_CHECKING, Any, Self
 
 from engine.ports import LLM, LLMError, LLMRequest, LLMResponse, LLMUnavailable, LLMUsage
 
@@ -24,6 +22,9 @@ __all__ = [
     "UnconfiguredLLM",
     "llm_from_config",
 ]
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class OpenAILLM:
         self.timeout = timeout
         self.max_retries = max_retries
         self.max_user_chars = max_user_chars
+        import openai  # here, not at the top: importing it takes a second and a half
+
         self._client = openai.OpenAI(
             api_key=api_key or "unused",
             base_url=base_url,
@@ -149,6 +152,8 @@ class OpenAILLM:
                     "strict": True,
                 },
             }
+
+        import openai  # already imported by __init__: a dictionary look-up
 
         started = time.perf_counter()
         try:
@@ -260,17 +265,27 @@ def llm_from_config(config: Mapping[str, Any]) -> LLM:
             message, default 8192). Empty strings count as unset.
 
     Returns:
-        An `OpenAILLM` when ``OPENAI_API_KEY`` or ``OPENAI_BASE_URL`` is set,
-        else an `UnconfiguredLLM` whose calls raise `LLMUnavailable`.
+        The built-in `integrations.scripted.ScriptedDemoLLM` when
+        ``OPENAI_BASE_URL`` is ``scripted``, or when neither ``OPENAI_API_KEY``
+        nor ``OPENAI_BASE_URL`` is set in a development run (``DEVELOPMENT``,
+        not ``TESTING``: ``make run``, ``flask chat``); an `OpenAILLM` when
+        either is set; else an `UnconfiguredLLM` whose calls raise
+        `LLMUnavailable` (production without a model, the tests).
 
     Raises:
         ValueError: ``OPENAI_TIMEOUT``, ``OPENAI_MAX_RETRIES`` or
             ``PROMPT_MAX_CONTACT_CHARS`` is not a number, or is negative (the
             timeout and the cap must be positive).
     """
+    from integrations.scripted import SCRIPTED_URL, ScriptedDemoLLM
+
     api_key = config.get("OPENAI_API_KEY") or None
     base_url = config.get("OPENAI_BASE_URL") or None
+    if base_url == SCRIPTED_URL:
+        return ScriptedDemoLLM()
     if api_key is None and base_url is None:
+        if config.get("DEVELOPMENT") and not config.get("TESTING"):
+            return ScriptedDemoLLM()  # a newcomer's first `make run` shows a whole conversation
         return UnconfiguredLLM()
 
     timeout_setting = config.get("OPENAI_TIMEOUT")

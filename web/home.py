@@ -3,53 +3,40 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, render_template_string, url_for
+from flask import Blueprint, current_app, render_template, url_for
 
+from curation.users import any_user
+from integrations.scripted import describe_llm
 from models import db
 
 bp = Blueprint("home", __name__)
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Parley</title>
-<style nonce="{{ csp_nonce() }}">
-body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;
-line-height:1.5}code{background:#f3f3f3;padding:0 .2rem}li{margin:.3rem 0}</style></head>
-<body><h1>Parley is running</h1>
-<p><b><a href="{{ url_for('simulator.page') }}">Chat with a flow in the simulator</a></b>
-(no Twilio account needed; for console admins: create one with
-<code>.venv/bin/flask --app app users create you@example.org --role admin</code>).</p>
-<p>Flows loaded:</p><ul>
-{% for flow in flows %}<li><b>{{ flow.id }}</b>{% if flow.trigger.default %} (default){% endif %}
- — {{ flow.description }}{% if flow.trigger.keywords %}<br><small>keywords:
- {{ flow.trigger.keywords | join(', ') }}</small>{% endif %}</li>{% endfor %}</ul>
-<p>Twilio webhook ("A message comes in", HTTP POST): <code>{{ webhook }}</code></p>
-{% if not token %}<p><b>TWILIO_AUTH_TOKEN is not set</b>: the webhook refuses every request
-until it is (signatures are always checked).</p>{% endif %}
-{% if not llm %}<p><b>No LLM is configured</b>: set <code>OPENAI_API_KEY</code> (and
-<code>OPENAI_BASE_URL</code> for another OpenAI-compatible server); LLM steps answer with the
-flow's fallback until then.</p>{% endif %}
-<p>Talk to a flow from a terminal: <code>.venv/bin/flask --app app chat goal_setting</code></p>
-</body></html>"""
-
 
 @bp.get("/")
 def index() -> str:
-    """What is running, and how to connect Twilio."""
+    """What is running, what is missing, and where to go next."""
     config = current_app.config
+    parley = current_app.extensions["parley"]
     base = config.get("PUBLIC_BASE_URL")
     webhook = (
         (base.rstrip("/") + "/twilio/messages")
         if base
         else url_for("twilio.inbound_message", _external=True)
     )
-    return render_template_string(
-        _PAGE,
-        flows=current_app.extensions["parley"].flows.flows.values(),
+    try:
+        has_users = any_user(db.session)
+    except sa.exc.SQLAlchemyError:  # not migrated yet: the page says so rather than failing
+        has_users = None
+    finally:
+        db.session.rollback()
+    return render_template(
+        "admin/home.html",
+        flows=list(parley.flows.flows.values()),
         webhook=webhook,
         token=bool(config.get("TWILIO_AUTH_TOKEN")),
-        llm=bool(config.get("OPENAI_API_KEY") or config.get("OPENAI_BASE_URL")),
+        model=describe_llm(parley.runner.llm),
+        has_users=has_users,
+        development=bool(config.get("DEVELOPMENT")),
     )
 
 
