@@ -5,8 +5,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -217,8 +219,84 @@ def paywall_status() -> None:
         click.echo(f"Warning: {', '.join(missing)} is not set.", err=True)
 
 
+#: Commands that keep their log lines: the long-running ones (the Procfile's
+#: processes report through the log) and ``chat``, which has its own --verbose.
+LOGGING_COMMANDS = frozenset({("engine", "clock"), ("delivery", "sweep"), ("chat",)})
+
+_LITERAL = re.compile(r"``([^`]+)``")
+_REFERENCE = re.compile(r"(?<![`\w])`([^`\s][^`]*)`(?![`\w])")
+
+
+def one_shot(argv: list[str]) -> bool:
+    """Whether the ``flask`` command line `argv` runs a one-shot Parley command.
+
+    Such a command's output is its answer, so the app's INFO log lines (the
+    flows stored at start-up, the change the command made) stay off the
+    terminal; ``flask run``, ``flask chat`` and the Procfile's long-running
+    processes keep theirs.
+    """
+    words: list[str] = []
+    skip = False
+    for word in argv[1:]:
+        if skip:
+            skip = False
+        elif word in ("--app", "-A", "--env-file", "-e"):
+            skip = True  # the option's value follows
+        elif not word.startswith("-"):
+            words.append(word)
+    if not words or words[0] in ("run", "chat", "shell"):
+        return False
+    return tuple(words[:2]) not in LOGGING_COMMANDS
+
+
+def plain(text: str | None) -> str | None:
+    """A docstring as help text for a terminal, without reST's literal and reference marks."""
+    if not text:
+        return text
+    return _REFERENCE.sub(r"\1", _LITERAL.sub(r"\1", text))
+
+
+def _quiet(command: click.Command) -> None:
+    """Run `command` with Parley's INFO log lines held back (warnings still show).
+
+    A one-shot command's output is its answer (``Paywall switched off by ...``);
+    the log line saying the same thing again is noise on the terminal. Set
+    LOG_LEVEL=DEBUG or pass --verbose (``flask chat``) to see them.
+    """
+    callback = command.callback
+    if callback is None:
+        return
+
+    @functools.wraps(callback)
+    def quietly(*args: object, **kwargs: object) -> object:
+        logger = logging.getLogger("parley")
+        level = logger.level
+        if logger.getEffectiveLevel() >= logging.INFO:
+            logger.setLevel(max(level, logging.WARNING))
+        try:
+            return callback(*args, **kwargs)
+        finally:
+            logger.setLevel(level)
+
+    command.callback = quietly
+
+
+def _tidy(command: click.Command, path: tuple[str, ...] = ()) -> None:
+    """Plain help texts on `command` and its subcommands; quiet one-shot commands."""
+    command.help = plain(command.help)
+    command.short_help = plain(command.short_help)
+    for parameter in command.params:
+        if isinstance(parameter, click.Option):
+            parameter.help = plain(parameter.help)
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            _tidy(sub, (*path, name))
+    elif path not in LOGGING_COMMANDS:
+        _quiet(command)
+
+
 def register_commands(app: Flask) -> None:
-    """Add Parley's commands to ``flask``."""
+    """Add Parley's commands to ``flask``, with plain help texts (no reST marks)."""
     from cli.flows_design import graph_command, schema_command, test_command
 
     for command in (schema_command, graph_command, test_command):
@@ -243,3 +321,17 @@ def register_commands(app: Flask) -> None:
 
     app.cli.add_command(users_cli)
     app.cli.add_command(transcripts_cli)
+    for command in (
+        flows_cli,
+        engine_cli,
+        delivery_cli,
+        handover_cli,
+        studio_cli,
+        chat_command,
+        paywall_cli,
+        users_cli,
+        transcripts_cli,
+    ):
+        if not getattr(command, "_parley_tidied", False):  # the groups are module-level
+            _tidy(command, (command.name or "",))
+            command._parley_tidied = True  # type: ignore[attr-defined]
