@@ -28,11 +28,12 @@ install-dev: $(VENV)/.installed-dev
 # http://127.0.0.1:$(PORT) (PORT=8000 make run for another port). With no model
 # configured, llm steps are answered by the built-in scripted demo model.
 # Ctrl-C stops the server, and make with it, quietly: the server runs as a job of
-# its own on a terminal (bash's `set -m`), so Ctrl-C reaches it and not make.
+# its own on a terminal (bash's `set -m`), so Ctrl-C reaches it and not make
+# (piped, as in `make run | tee log`, Ctrl-C stops both the usual way).
 run: install
 	$(BIN)/flask --app app db upgrade heads
 	@echo "Parley on http://127.0.0.1:$(PORT)/  (Ctrl-C to stop)"
-	@bash -c 'if [ -t 0 ]; then set -m; fi; $(BIN)/flask --app app run --host 127.0.0.1 --port $(PORT); status=$$?; \
+	@bash -c 'if [ -t 0 ] && [ -t 1 ]; then set -m; fi; $(BIN)/flask --app app run --host 127.0.0.1 --port $(PORT); status=$$?; \
 	  if [ $$status -eq 0 ] || [ $$status -eq 130 ] || [ $$status -eq 143 ]; then echo "Stopped."; exit 0; fi; \
 	  exit $$status'
 

@@ -215,14 +215,14 @@ def _byte_count(value: Any) -> int | None:
 def _configure_logging(app: Flask) -> None:
     log_privacy.install()  # no phone number in clear in any log line
     level = getattr(logging, str(app.config.get("LOG_LEVEL", "INFO")).upper(), logging.INFO)
-    if level == logging.INFO and os.environ.get("FLASK_RUN_FROM_CLI") == "true":
-        from cli import one_shot
-
-        if one_shot(sys.argv):  # `flask paywall off`: the output is the answer, not logs
-            level = logging.WARNING
     logger = logging.getLogger("parley")
     logger.setLevel(level)
     if not logger.handlers and not app.config.get("TESTING"):
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        if level == logging.INFO and os.environ.get("FLASK_RUN_FROM_CLI") == "true":
+            from cli import one_shot
+
+            if one_shot(sys.argv):  # `flask paywall off`: its output is the answer, not logs
+                handler.setLevel(logging.WARNING)
         logger.addHandler(handler)

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -256,43 +255,16 @@ def plain(text: str | None) -> str | None:
     return _REFERENCE.sub(r"\1", _LITERAL.sub(r"\1", text))
 
 
-def _quiet(command: click.Command) -> None:
-    """Run `command` with Parley's INFO log lines held back (warnings still show).
-
-    A one-shot command's output is its answer (``Paywall switched off by ...``);
-    the log line saying the same thing again is noise on the terminal. Set
-    LOG_LEVEL=DEBUG or pass --verbose (``flask chat``) to see them.
-    """
-    callback = command.callback
-    if callback is None:
-        return
-
-    @functools.wraps(callback)
-    def quietly(*args: object, **kwargs: object) -> object:
-        logger = logging.getLogger("parley")
-        level = logger.level
-        if logger.getEffectiveLevel() >= logging.INFO:
-            logger.setLevel(max(level, logging.WARNING))
-        try:
-            return callback(*args, **kwargs)
-        finally:
-            logger.setLevel(level)
-
-    command.callback = quietly
-
-
-def _tidy(command: click.Command, path: tuple[str, ...] = ()) -> None:
-    """Plain help texts on `command` and its subcommands; quiet one-shot commands."""
+def _tidy(command: click.Command) -> None:
+    """Plain help texts on `command` and its subcommands."""
     command.help = plain(command.help)
     command.short_help = plain(command.short_help)
     for parameter in command.params:
         if isinstance(parameter, click.Option):
             parameter.help = plain(parameter.help)
     if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            _tidy(sub, (*path, name))
-    elif path not in LOGGING_COMMANDS:
-        _quiet(command)
+        for sub in command.commands.values():
+            _tidy(sub)
 
 
 def register_commands(app: Flask) -> None:
@@ -333,5 +305,5 @@ def register_commands(app: Flask) -> None:
         transcripts_cli,
     ):
         if not getattr(command, "_parley_tidied", False):  # the groups are module-level
-            _tidy(command, (command.name or "",))
+            _tidy(command)
             command._parley_tidied = True  # type: ignore[attr-defined]
