@@ -186,7 +186,13 @@ def user_edit(user_id: int) -> str | tuple[str, int] | Response:
     return redirect(url_for("admin.users"))
 
 
-@bp.get("/docs/", defaults={"name": "flow-language"})
+@bp.get("/docs/")
+@requires("agent")
+def guides() -> Response:
+    """The guides start with the flow-language reference."""
+    return redirect(url_for("admin.guide", name="flow-language"))
+
+
 @bp.get("/docs/<name>")
 @requires("agent")
 def guide(name: str) -> str:
