@@ -224,7 +224,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     _configure_logging(settings, testing=bool(app.config.get("TESTING")))
 
     init_db(app)
-    parley = _load_parley(settings)
+    # A development run with no model answers with the scripted demo (not the tests).
+    scripted_demo = app.config["DEVELOPMENT"] and not app.config.get("TESTING")
+    parley = _load_parley(settings, scripted_demo)
     app.extensions["parley"] = parley
     init_celery(app)  # only with REDIS_URL: turns are then queued (tasks/)
     parley.runtime = init_runtime(app, parley, strict=not _running_flows_command())
@@ -238,7 +240,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _load_parley(settings: Settings) -> Parley:
+def _load_parley(settings: Settings, scripted_demo: bool = False) -> Parley:
     allowlist = settings.http_env_allowlist
     templates = Templates(Path(settings.prompts_dir), env_names=env_names(allowlist))
     install_liquid(templates)  # Studio's Liquid in imported flows (integrations/liquid.py)
@@ -248,6 +250,7 @@ def _load_parley(settings: Settings) -> Parley:
         timeout=settings.openai_timeout,
         max_retries=settings.openai_max_retries,
         max_user_chars=settings.prompt_max_contact_chars,
+        scripted_demo=scripted_demo,
     )
     flow_error = None
     try:
@@ -295,4 +298,9 @@ def _configure_logging(settings: Settings, testing: bool) -> None:
     if not logger.handlers and not testing:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        if level == logging.INFO and os.environ.get("FLASK_RUN_FROM_CLI") == "true":
+            from cli import one_shot
+
+            if one_shot(sys.argv):  # `flask paywall off`: its output is the answer, not logs
+                handler.setLevel(logging.WARNING)
         logger.addHandler(handler)

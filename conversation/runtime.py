@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy.exc import DBAPIError
 
@@ -22,6 +23,7 @@ from conversation.turn import Responder
 from conversation.versions import SqlFlowArchive, store_versions
 from engine.flow import FlowError
 from models import db
+from models.runtime import FlowVersion
 
 if TYPE_CHECKING:
     from app import Parley
@@ -50,6 +52,10 @@ class FlowRuntime:
         return flow_responders(db.session, self.settings, runner.clock, runner.templates, others)
 
 
+class _NotMigrated(Exception):
+    """The database has no flow_version table yet."""
+
+
 def init_runtime(app: Flask, parley: Parley, strict: bool = True) -> FlowRuntime:
     """Load the responder settings, store the flows' versions, give the runner old versions.
 
@@ -72,12 +78,16 @@ def init_runtime(app: Flask, parley: Parley, strict: bool = True) -> FlowRuntime
     parley.flows.archive = SqlFlowArchive(lambda: db.session)
     with app.app_context():
         try:
+            if not sa.inspect(db.engine).has_table(FlowVersion.__tablename__):
+                # Not migrated yet: `flask db upgrade` itself builds the app first.
+                raise _NotMigrated
             added = store_versions(db.session, parley.flows.flows.values())
             db.session.commit()
             if added:
                 log.info("flow.versions.stored count=%d", added)
+        except _NotMigrated:
+            log.debug("flow.versions.not_stored reason=not_migrated")
         except DBAPIError as error:
-            # Not migrated yet (`flask db upgrade` itself builds the app first).
             db.session.rollback()
             log.warning("flow.versions.not_stored reason=%s", type(error.orig).__name__)
         finally:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from models.curation import ConversationTag, Curation
+from models.curation import AuditEvent, ConversationTag, Curation
 from models.entities import Contact, Conversation, Message
 
 PAGE_SIZE = 25
@@ -209,3 +209,47 @@ def messages(session: Session, conversation_id: int) -> list[Message]:
             .order_by(Message.created_at, Message.id)
         )
     )
+
+
+@dataclass
+class ConversationDetail:
+    """A conversation as its transcript page shows it.
+
+    Attributes:
+        conversation: The conversation.
+        contact: Its contact.
+        curation: Its curation, if anyone curated it yet.
+        tags: Its tags, sorted.
+        events: Its last 20 audit events, newest first.
+    """
+
+    conversation: Conversation
+    contact: Contact
+    curation: Curation | None
+    tags: list[str]
+    events: list[AuditEvent]
+
+
+def detail(session: Session, conversation_id: int) -> ConversationDetail | None:
+    """The conversation with its contact, curation, tags and recent audit events (None: none)."""
+    row = session.get(Conversation, conversation_id)
+    if row is None:
+        return None
+    events = session.scalars(
+        sa.select(AuditEvent)
+        .where(AuditEvent.conversation_id == conversation_id)
+        .order_by(AuditEvent.id.desc())
+        .limit(20)
+    ).all()
+    return ConversationDetail(
+        conversation=row,
+        contact=session.get_one(Contact, row.contact_id),
+        curation=session.get(Curation, conversation_id),
+        tags=tags_of(session, [conversation_id]).get(conversation_id, []),
+        events=list(events),
+    )
+
+
+def contact_exists(session: Session, contact_id: int) -> bool:
+    """Whether a contact with this id exists."""
+    return session.get(Contact, contact_id) is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ class Entry:
         direction: ``inbound``, ``outbound`` or ``system``.
         status: The message's delivery status (empty for events).
         created_at: When.
+        error_code: Twilio's error code, when the message failed.
     """
 
     id: str
@@ -34,6 +36,7 @@ class Entry:
     direction: str
     status: str
     created_at: dt.datetime
+    error_code: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         """For the inbox's polling."""
@@ -45,6 +48,7 @@ class Entry:
             "direction": self.direction,
             "status": self.status,
             "created_at": as_utc(self.created_at).isoformat(),
+            "error_code": self.error_code,
         }
 
 
@@ -57,8 +61,18 @@ _EVENT_TEXT = {
 }
 
 
-def transcript(session: Session, conversation_id: int) -> list[Entry]:
-    """Messages and control events of a conversation, in the order they happened."""
+def transcript(
+    session: Session, conversation_id: int, name: Callable[[str], str] | None = None
+) -> list[Entry]:
+    """Messages and control events of a conversation, in the order they happened.
+
+    Args:
+        session: The SQLAlchemy session.
+        conversation_id: The conversation.
+        name: How to write an actor or target (``agent:3``, ``queue:support``)
+            in an event's sentence; as stored when None.
+    """
+    name = name or (lambda who: who)
     entries = [
         Entry(
             f"m{row.id}",
@@ -68,6 +82,7 @@ def transcript(session: Session, conversation_id: int) -> list[Entry]:
             row.direction,
             row.status,
             row.created_at,
+            row.error_code,
         )
         for row in session.scalars(
             sa.select(Message).where(Message.conversation_id == conversation_id)
@@ -75,7 +90,7 @@ def transcript(session: Session, conversation_id: int) -> list[Entry]:
     ]
     for event in events(session, conversation_id):
         text = _EVENT_TEXT.get(event.kind, event.kind).format(
-            actor=event.actor, target=event.target
+            actor=name(event.actor), target=name(event.target)
         )
         if event.kind == "handback" and (event.details or {}).get("step"):
             text += f" at step {event.details['step']}"

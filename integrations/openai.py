@@ -10,9 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Self
-
-import openai
+from typing import TYPE_CHECKING, Any, Self
 
 from engine.ports import LLM, LLMError, LLMRequest, LLMResponse, LLMUnavailable, LLMUsage
 
@@ -24,6 +22,9 @@ __all__ = [
     "UnconfiguredLLM",
     "openai_llm",
 ]
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class OpenAILLM:
         self.timeout = timeout
         self.max_retries = max_retries
         self.max_user_chars = max_user_chars
+        import openai  # here, not at the top: importing it takes a second and a half
+
         self._client = openai.OpenAI(
             api_key=api_key or "unused",
             base_url=base_url,
@@ -151,6 +154,8 @@ class OpenAILLM:
                     "strict": True,
                 },
             }
+
+        import openai  # already imported by __init__: a dictionary look-up
 
         client = self._client
         if request.timeout is not None:
@@ -265,6 +270,7 @@ def openai_llm(
     timeout: float = DEFAULT_TIMEOUT,
     max_retries: int = DEFAULT_MAX_RETRIES,
     max_user_chars: int = DEFAULT_MAX_USER_CHARS,
+    scripted_demo: bool = False,
 ) -> LLM:
     """Build the LLM the settings ask for.
 
@@ -275,12 +281,24 @@ def openai_llm(
         max_retries: Retries of a failed attempt (``OPENAI_MAX_RETRIES``).
         max_user_chars: The most characters of one user message sent to the
             model (``PROMPT_MAX_CONTACT_CHARS``); the rest is cut.
+        scripted_demo: With no model configured, answer with the scripted
+            demo model (a development run) rather than fail.
 
     Returns:
-        An `OpenAILLM` when `api_key` or `base_url` is set, else an
-        `UnconfiguredLLM` whose calls raise `LLMUnavailable`.
+        The built-in `integrations.scripted.ScriptedDemoLLM` when `base_url` is
+        ``scripted``, or when neither `api_key` nor `base_url` is set and
+        `scripted_demo` (a development run that is not a test: ``make run``,
+        ``flask chat``); an `OpenAILLM` when either is set; else an
+        `UnconfiguredLLM` whose calls raise `LLMUnavailable` (production
+        without a model, the tests).
     """
+    from integrations.scripted import SCRIPTED_URL, ScriptedDemoLLM
+
+    if base_url == SCRIPTED_URL:
+        return ScriptedDemoLLM()
     if not api_key and not base_url:
+        if scripted_demo:
+            return ScriptedDemoLLM()  # a newcomer's first `make run` shows a whole conversation
         return UnconfiguredLLM()
     return OpenAILLM(
         api_key=api_key or None,

@@ -22,9 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twilio.http.http_client import TwilioHttpClient
 from twilio.request_validator import RequestValidator
-from twilio.rest import Client
 from twilio.twiml.messaging_response import Message, MessagingResponse
 
 from engine.ports import Channel, InboundMessage
@@ -577,6 +575,11 @@ class TwilioSender:
     ) -> None:
         if not account_sid or not auth_token:
             raise ValueError("TwilioSender needs an account SID and an auth token")
+        # Imported here: the REST client is a fifth of a second that commands
+        # which send nothing (flask --help, flows validate) need not wait for.
+        from twilio.http.http_client import TwilioHttpClient
+        from twilio.rest import Client
+
         self._client = Client(
             account_sid, auth_token, http_client=http_client or TwilioHttpClient(timeout=timeout)
         )

@@ -18,6 +18,9 @@ from models.entities import Base, JSONType, Timestamp, utcnow
 #: Roles of console users, from the most to the least powerful.
 ROLES = ("admin", "curator", "agent")
 
+#: The role a new user gets unless another is chosen: the least powerful.
+DEFAULT_ROLE = "agent"
+
 
 class User(Base):
     """A person who logs in to the admin console."""
@@ -27,6 +30,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(sa.String(254), unique=True)
     """Lower-cased e-mail address; the login name."""
+    name: Mapped[str | None] = mapped_column(sa.String(100))
+    """How the console and the inbox show the user (the e-mail when unset)."""
     password_hash: Mapped[str] = mapped_column(sa.String(255))
     """Werkzeug's ``scrypt:...`` hash; never the password."""
     role: Mapped[str] = mapped_column(sa.String(16))
@@ -39,6 +44,11 @@ class User(Base):
     (`curation.login_limits`); cleared by the next successful login."""
     last_login_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+    @property
+    def display_name(self) -> str:
+        """The user's name, or their e-mail when they have none."""
+        return self.name or self.email
 
 
 class Curation(Base):

@@ -264,7 +264,7 @@ def live_server(app: Flask) -> Iterator[str]:
 
 @pytest.fixture
 def chromium() -> Iterator:
-    """Debian's Chromium, headless, through Playwright (see tests/browser.py)."""
+    """Chromium (CHROMIUM_PATH or the PATH), headless, through Playwright (see tests/browser.py)."""
     from tests.browser import ARGS, CHROMIUM, sync_api
 
     with sync_api.sync_playwright() as playwright:

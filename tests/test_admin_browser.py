@@ -117,7 +117,10 @@ def test_the_dashboard_draws_its_charts(app, live_server, chromium):
     page.on("pageerror", lambda error: errors.append(str(error)))
     log_in(page, live_server, "admin@example.com")
     page.goto(f"{live_server}/admin/metrics")
-    wait_until(page, "window.parleyCharts && window.parleyCharts.length >= 4")
+    # Messages and active contacts; no LLM reply nor failure yet: those say so instead.
+    wait_until(page, "window.parleyCharts && window.parleyCharts.length >= 2")
+    assert page.locator("text=No LLM replies yet.").count() == 1
+    assert page.locator("text=No failed deliveries.").count() == 1
     assert errors == []
     assert page.evaluate("typeof Chart") == "function"
     assert fits_the_screen(page)
@@ -149,7 +152,9 @@ def test_no_page_breaks_the_content_security_policy(app, live_server, chromium):
         assert "default-src 'self'" in response.headers["content-security-policy"]
         assert response.headers["x-frame-options"] == "DENY"
     page.goto(f"{live_server}/admin/metrics")
-    wait_until(page, "window.parleyCharts && window.parleyCharts.length >= 4")
-    page.select_option("select[name=days]", "7")  # submits itself (admin.js, no inline handler)
+    wait_until(page, "window.parleyCharts && window.parleyCharts.length >= 2")
+    page.click("a:has-text('7 days')")
     page.wait_for_url(re.compile(r".*/admin/metrics\?days=7$"))
+    page.select_option("#flow", "menu")  # submits itself (admin.js, no inline handler)
+    page.wait_for_url(re.compile(r".*/admin/metrics\?.*flow=menu.*"))
     assert violations == []

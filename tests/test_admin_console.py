@@ -139,10 +139,11 @@ def test_the_transcript_shows_author_step_status_and_llm_usage(app, client):
     )
     login(client, "cur@example.com")
     page = client.get(f"/admin/conversations/{conversation}").get_data(as_text=True)
-    assert "goal_setting/coach" in page
-    assert "gpt-4o-mini, 120+30 tokens, 812 ms" in page
-    assert "queued" in page
-    assert "contact ·" in page and "bot ·" in page
+    assert "goal_setting / coach" in page
+    assert "gpt-4o-mini · 120+30 tokens · 812 ms" in page
+    assert '<span class="badge pending status">queued</span>' in page
+    assert '<span class="author">Contact</span>' in page
+    assert '<span class="author">Bot</span>' in page
 
 
 def test_curation_redacts_summarises_tags_publishes_and_records_who(app, client):

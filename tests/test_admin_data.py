@@ -99,6 +99,19 @@ def test_csv_and_yaml_exports_from_the_console(app, client):
     assert client.get("/admin/exports/pdf").status_code == 404
 
 
+def _execution(contact_id: int, version: str, step: str) -> int:
+    execution = Execution(
+        contact_id=contact_id,
+        flow_id="goal_setting",
+        flow_version=version,
+        current_step=step,
+        status="ended",
+    )
+    db.session.add(execution)
+    db.session.flush()
+    return execution.id
+
+
 def test_dashboard_figures_come_from_sql_aggregates(app, client):
     usage = LLMUsage(model="gpt-4o-mini", prompt_tokens=1000, completion_tokens=500, latency_ms=0)
     seed_conversation(app, PHONE, [("a", ["b"]), ("c", ["d"])], steps=["x", "y"], usage=usage)
@@ -108,16 +121,27 @@ def test_dashboard_figures_come_from_sql_aggregates(app, client):
             db.session.execute(
                 sa.update(Message).where(Message.id == message_id).values(latency_ms=latency)
             )
-        db.session.execute(sa.update(Message).where(Message.id == 6).values(status="undelivered"))
-        execution = Execution(
-            contact_id=1, flow_id="goal_setting", flow_version="v", current_step="y", status="ended"
+        db.session.execute(
+            sa.update(Message).where(Message.id == 6).values(status="undelivered", error_code=30007)
         )
-        db.session.add(execution)
-        db.session.flush()
+        first = _execution(1, "v1", "y")
+        second = _execution(2, "v2", "x")
         db.session.execute(
             sa.update(Message)
             .where(Message.step_id.is_not(None), Message.contact_id == 1)
-            .values(execution_id=execution.id)
+            .values(execution_id=first)
+        )
+        db.session.execute(
+            sa.update(Message)
+            .where(Message.step_id.is_not(None), Message.contact_id == 2)
+            .values(execution_id=second)
+        )
+        # The contact of the first execution answered a minute after step x spoke.
+        x_at = db.session.scalar(sa.select(Message.created_at).where(Message.id == 2))
+        db.session.execute(
+            sa.update(Message)
+            .where(Message.id == 4)
+            .values(created_at=x_at + metrics.dt.timedelta(seconds=60))
         )
         db.session.commit()
         dashboard = metrics.build(db.session)
@@ -129,23 +153,46 @@ def test_dashboard_figures_come_from_sql_aggregates(app, client):
         ("outbound", "sms"): 1,
     }
     assert dashboard.active_contacts == 2
-    assert dashboard.funnels["goal_setting"] == [
-        {"step": "x", "executions": 1},
-        {"step": "y", "executions": 1},
+    funnel = dashboard.funnel("goal_setting")
+    assert funnel is not None
+    assert funnel["versions"] == [{"version": "v1", "started": 1}, {"version": "v2", "started": 1}]
+    assert [(s["step"], s["executions"], s["per_version"]) for s in funnel["steps"]] == [
+        ("x", 2, {"v1": 1, "v2": 1}),
+        ("y", 1, {"v1": 1}),
     ]
-    assert dashboard.stops["goal_setting"] == [{"step": "y", "status": "ended", "executions": 1}]
+    assert [s["avg_seconds"] for s in funnel["steps"]] == [None, 60.0]
+    assert sorted(dashboard.stops["goal_setting"], key=lambda stop: stop["step"]) == [
+        {"step": "x", "status": "ended", "executions": 1},
+        {"step": "y", "status": "ended", "executions": 1},
+    ]
     (tokens,) = dashboard.tokens_per_day
     assert tokens["tokens"] == 3000
     assert tokens["cost_usd"] == round(2 * (1000 * 0.15 + 500 * 0.60) / 1e6, 6)
+    assert [(r["flow"], r["step"], r["calls"], r["tokens"]) for r in dashboard.tokens_per_step] == [
+        ("goal_setting", "x", 1, 1500),
+        ("goal_setting", "y", 1, 1500),
+    ]
     assert [r["failures"] for r in dashboard.delivery_failures_per_day] == [1]
+    assert [(r["code"], r["failures"]) for r in dashboard.failures_by_code] == [(30007, 1)]
+    assert "spam" in dashboard.failures_by_code[0]["meaning"]
+    assert dashboard.totals["failures"] == 1 and dashboard.totals["llm_calls"] == 2
     assert dashboard.median_latency_ms == 100
 
     add_user(app, "cur@example.com", "curator")
     login(client, "cur@example.com")
     page = client.get("/admin/metrics").get_data(as_text=True)
     assert 'id="dashboard-data"' in page and "chart.umd.min.js" in page
+    assert "30007" in page and "filtered the message as spam" in page
     with client.get("/admin/static/vendor/chartjs/chart.umd.min.js") as script:
         assert script.status_code == 200
+    today = metrics.utcnow().date()
+    assert client.get(f"/admin/metrics?from={today}&to={today}").status_code == 200
+    assert client.get(f"/admin/metrics?from={today}&to=2000-01-01").status_code == 400
+    assert client.get("/admin/metrics?from=2000-01-01&to=2026-01-01").status_code == 400
+    assert client.get("/admin/metrics?from=yesterday").status_code == 400
+    empty = client.get("/admin/metrics?from=2001-01-01&to=2001-01-31").get_data(as_text=True)
+    assert "No executions in this range." in empty and "No messages yet." in empty
+    assert "<canvas" not in empty
 
 
 def test_delete_my_data_keyword_erases_and_is_recorded(app, twilio):

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from curation.users import create_user
 from handover.control import control
 from models import Conversation, Message, User, db
-from tests.admin_support import add_user, login, post
+from tests.admin_support import PASSWORD, add_user, login, post
 from tests.test_handover import FLOW
 
 SENDER = "whatsapp:+15551230001"
@@ -53,9 +54,10 @@ def test_take_over_transfer_and_the_lists(app, client, twilio, fake_twilio):
     assert f"Conversation {cid}" in client.get("/admin/inbox?view=mine").get_data(as_text=True)
     polled = client.get(f"/admin/inbox/{cid}/entries").get_json()
     assert polled["controlled_by"] == f"agent:{sam}"
-    assert [entry["kind"] for entry in polled["entries"] if entry["kind"] != "message"] == [
-        "handover",
-        "takeover",
+    assert polled["holder"] == "sam@example.org"  # no name: the e-mail
+    assert [line["text"] for line in polled["lines"] if line["side"] == "event"] == [
+        "Bot handed over to the support queue",
+        "sam@example.org took over",
     ]
 
     post(client, f"/admin/inbox/{cid}/transfer", {"to": f"agent:{eve}"}, page=f"/admin/inbox/{cid}")
@@ -94,3 +96,37 @@ def test_outside_the_whatsapp_window_only_a_template_goes_out(app, client, twili
     form = {"body": "Still there?", "content_sid": template}
     post(client, f"/admin/inbox/{cid}/reply", form, page="/admin/inbox")
     assert [request["form"].get("ContentSid") for request in fake_twilio.requests] == [template]
+
+
+def test_agents_show_by_name_and_a_failed_send_says_so(app, client, twilio, fake_twilio):
+    with app.app_context():
+        create_user(db.session, "sam@example.org", PASSWORD, "agent", name="Sam Lee")
+        db.session.commit()
+    twilio.say("hi", sender=SENDER)
+    twilio.say("agent", sender=SENDER)
+    with app.app_context():
+        cid = db.session.scalars(sa.select(Conversation.id)).one()
+    login(client, "sam@example.org")
+    post(client, f"/admin/inbox/{cid}/takeover", page=f"/admin/inbox/{cid}")
+
+    post(client, f"/admin/inbox/{cid}/reply", {"body": "Hi, Sam here."}, page="/admin/inbox")
+    page = client.get(f"/admin/inbox/{cid}").get_data(as_text=True)
+    assert '<div class="flash ok" role="status">Sent.</div>' in page
+    assert '<span class="author">Sam Lee</span>' in page
+    assert "Sam Lee took over" in page
+
+    # Twilio refuses a body over 1,600 characters (error 21617): the page says so.
+    too_long = "x" * 1700
+    post(client, f"/admin/inbox/{cid}/reply", {"body": too_long}, page="/admin/inbox")
+    page = client.get(f"/admin/inbox/{cid}").get_data(as_text=True)
+    assert "Sent." not in page
+    assert "Not sent: Twilio error 21617: the message is longer than 1,600 characters." in page
+    polled = client.get(f"/admin/inbox/{cid}/entries").get_json()
+    last = polled["lines"][-1]
+    assert (last["author"], last["status_label"], last["status_class"]) == (
+        "Sam Lee",
+        "failed",
+        "failed",
+    )
+    assert last["error"].startswith("Twilio error 21617")
+    assert fake_twilio.bodies == ["Hi, Sam here.", too_long]  # the fake refused the second

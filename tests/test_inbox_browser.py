@@ -73,7 +73,7 @@ def test_an_agent_takes_a_conversation_replies_and_hands_it_back(
 
     page.click("button:has-text('Hand back')")
     page.wait_for_selector("text=Handed back to the bot.")
-    assert page.locator("#controlled-by").inner_text() == "bot"
+    assert page.locator("#controlled-by").inner_text() == "Bot"
     assert errors == []
 
     assert messages_of(twilio.say("movement", sender=SENDER).data) == ["Noted: movement."]

@@ -49,6 +49,12 @@ class ConsoleUser(UserMixin):
     id: int
     email: str
     role: str
+    name: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        """The user's name, or their e-mail."""
+        return self.name or self.email
 
     def get_id(self) -> str:
         """The session's user key."""
@@ -66,7 +72,7 @@ def _load_user(user_id: str) -> ConsoleUser | None:
     row = db.session.get(User, int(user_id))
     if row is None or not row.active:
         return None
-    return ConsoleUser(row.id, row.email, row.role)
+    return ConsoleUser(row.id, row.email, row.role, row.name)
 
 
 def requires(role: str) -> Callable:
@@ -108,6 +114,22 @@ def _csrf_error(error: CSRFError) -> tuple[str, int]:
 @bp.app_context_processor
 def _roles() -> dict[str, Any]:
     return {"console_user": current_user}
+
+
+@bp.app_template_global()
+def delivery_status(status: str) -> tuple[str, str]:
+    """A message's delivery status in words, and its badge class (``ok``, ``failed``...)."""
+    from handover.inbox import STATUS_LABELS
+
+    return STATUS_LABELS.get(status, (status, "muted"))
+
+
+@bp.app_template_global()
+def twilio_error(code: int | None) -> str:
+    """Twilio's error code in words (``Twilio error 30007: the carrier filtered...``)."""
+    from integrations.twilio_errors import describe
+
+    return describe(code)
 
 
 def init_app(app: Flask) -> None:

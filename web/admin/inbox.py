@@ -14,25 +14,18 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import sqlalchemy as sa
 from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 
-from delivery.status import window_open
 from handover import control as handover
+from handover import inbox as queries
 from handover.routing import hand_back, set_available
-from handover.transcript import transcript
 from models import db
-from models.billing import Entitlement
-from models.curation import User
-from models.entities import Contact, Conversation, Execution
-from models.handover import AgentPresence
+from models.entities import Conversation
 from web.admin import bp, requires
 
 log = logging.getLogger("parley.web.inbox")
-
-VIEWS = ("waiting", "mine", "all")
 
 
 def _me() -> str:
@@ -44,31 +37,14 @@ def _me() -> str:
 def inbox() -> str:
     """Conversations waiting for an agent, mine, or all away from the bot."""
     view = request.args.get("view", "waiting")
-    if view not in VIEWS:
-        abort(400, description=f"view: one of {', '.join(VIEWS)}, not {view!r}")
-    query = (
-        sa.select(Conversation, Contact)
-        .join(Contact, Contact.id == Conversation.contact_id)
-        .order_by(Conversation.last_message_at.desc())
-        .limit(200)
-    )
-    if view == "mine":
-        query = query.where(Conversation.controlled_by == _me())
-    else:
-        query = query.where(Conversation.controlled_by != handover.BOT)
-    rows = []
-    for conversation, contact in db.session.execute(query).all():
-        state = handover.control(db.session, conversation.id)
-        if view == "waiting" and not state.pending:
-            continue
-        rows.append((conversation, contact, state))
-    presence = db.session.get(AgentPresence, current_user.id)
+    if view not in queries.VIEWS:
+        abort(400, description=f"view: one of {', '.join(queries.VIEWS)}, not {view!r}")
     return render_template(
         "admin/inbox.html",
-        rows=rows,
+        rows=queries.rows(db.session, view, _me()),
         view=view,
-        views=VIEWS,
-        available=bool(presence and presence.available),
+        views=queries.VIEWS,
+        available=queries.is_available(db.session, current_user.id),
     )
 
 
@@ -82,7 +58,7 @@ def availability() -> Response:
 
 
 def _conversation(conversation_id: int) -> Conversation:
-    row = db.session.get(Conversation, conversation_id)
+    row = queries.conversation(db.session, conversation_id)
     if row is None:
         abort(404, description=f"no conversation {conversation_id}")
     return row
@@ -91,38 +67,19 @@ def _conversation(conversation_id: int) -> Conversation:
 @bp.get("/inbox/<int:conversation_id>")
 @requires("agent")
 def inbox_conversation(conversation_id: int) -> str:
-    """The transcript, the contact's profile, the reply box and the control buttons."""
-    conversation = _conversation(conversation_id)
-    contact = db.session.get_one(Contact, conversation.contact_id)
-    execution = db.session.scalars(
-        sa.select(Execution)
-        .where(Execution.contact_id == contact.id)
-        .order_by(Execution.id.desc())
-        .limit(1)
-    ).first()
-    entitlement = db.session.scalars(
-        sa.select(Entitlement.status).where(Entitlement.contact_id == contact.id)
-    ).first()
+    """The chat, the contact's profile, the reply box and the control buttons."""
+    panel = queries.panel(db.session, _conversation(conversation_id), current_user.id)
     flow = None
-    if execution is not None:
-        flow = current_app.extensions["parley"].flows.get(execution.flow_id)
-    agents = db.session.scalars(
-        sa.select(User)
-        .where(User.active.is_(True), User.id != current_user.id)
-        .order_by(User.email)
-    ).all()
+    if panel.execution is not None:
+        flow = current_app.extensions["parley"].flows.get(panel.execution.flow_id)
     return render_template(
         "admin/inbox_conversation.html",
-        conversation=conversation,
-        contact=contact,
-        execution=execution,
-        entitlement=entitlement or "none",
+        panel=panel,
+        conversation=panel.conversation,
+        contact=panel.contact,
         steps=list(flow.steps) if flow else [],
-        entries=transcript(db.session, conversation_id),
-        state=handover.control(db.session, conversation_id),
+        lines=queries.chat(db.session, conversation_id),
         me=_me(),
-        agents=agents,
-        window_open=conversation.channel != "whatsapp" or window_open(db.session, conversation.id),
         handover_queue=current_app.extensions["parley"].settings.handover_queue,
     )
 
@@ -130,30 +87,40 @@ def inbox_conversation(conversation_id: int) -> str:
 @bp.get("/inbox/<int:conversation_id>/entries")
 @requires("agent")
 def inbox_entries(conversation_id: int) -> Response:
-    """The transcript as JSON, for polling: ``{"entries": [...], "controlled_by": ...}``."""
-    _conversation(conversation_id)
-    state = handover.control(db.session, conversation_id)
+    """The chat as JSON, for polling: ``{"lines": [...], "controlled_by", "holder", "pending"}``.
+
+    Lines come back whole each time: a message already shown may have changed
+    status (sent, delivered, failed) since.
+    """
+    panel = queries.panel(db.session, _conversation(conversation_id), current_user.id)
     return jsonify(
-        entries=[entry.as_json() for entry in transcript(db.session, conversation_id)],
-        controlled_by=state.controlled_by,
-        pending=state.pending,
+        lines=[line.as_json() for line in queries.chat(db.session, conversation_id)],
+        controlled_by=panel.control.controlled_by,
+        holder=panel.holder,
+        pending=panel.control.pending,
     )
 
 
 def _act(conversation_id: int, change: Callable[[], Any], done: str) -> Response:
-    """Run one control change, commit it, send what it stored, and go back to the page."""
+    """Run one control change, commit it, send what it stored, and say truly what happened."""
+    back = redirect(url_for("admin.inbox_conversation", conversation_id=conversation_id))
     try:
         result = change()
         db.session.commit()
     except handover.ControlError as error:
         db.session.rollback()
         flash(error.reason, "error")
-        return redirect(url_for("admin.inbox_conversation", conversation_id=conversation_id))
+        return back
     ids = result if isinstance(result, list) else []
     if ids:
         current_app.extensions["parley"].send_stored(ids, db.session)
+        outcome = queries.send_outcome(db.session, ids)
+        db.session.rollback()
+        if outcome.failed:
+            flash(f"Not sent: {'; '.join(outcome.failed)}.", "error")
+            return back
     flash(done, "ok")
-    return redirect(url_for("admin.inbox_conversation", conversation_id=conversation_id))
+    return back
 
 
 @bp.post("/inbox/<int:conversation_id>/takeover")
@@ -200,10 +167,11 @@ def inbox_transfer(conversation_id: int) -> Response:
     """Pass the conversation to another agent (``agent:<id>``) or a queue (``queue:<name>``)."""
     _conversation(conversation_id)
     target = request.form.get("to", "").strip()
+    to = queries.names(db.session)(target)
     return _act(
         conversation_id,
         lambda: handover.handover(db.session, conversation_id, _me(), target),
-        f"Transferred to {target}.",
+        f"Transferred to {to}.",
     )
 
 

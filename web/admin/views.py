@@ -6,7 +6,6 @@ import datetime as dt
 import logging
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from pydantic import (
@@ -22,9 +21,8 @@ from werkzeug.wrappers import Response
 
 from curation import transcripts
 from curation.curator import CurationError, Curator
+from handover import inbox
 from models import db
-from models.curation import AuditEvent, Curation
-from models.entities import Contact, Conversation
 from web.admin import bp, requires
 from web.api.problems import reasons
 from web.api.schemas import TEXT_PATTERN
@@ -123,29 +121,19 @@ def conversation(conversation_id: int) -> str:
 
 
 def _render_conversation(conversation_id: int, draft: dict | None = None, status: int = 200):
-    row = db.session.get(Conversation, conversation_id)
-    if row is None:
+    found = transcripts.detail(db.session, conversation_id)
+    if found is None:
         abort(404, description=f"no conversation {conversation_id}")
-    contact = db.session.get(Contact, row.contact_id)
-    curator = _curator()
-    suggestions = curator.suggestions(conversation_id)
-    curation = db.session.get(Curation, conversation_id)
-    tags = transcripts.tags_of(db.session, [conversation_id]).get(conversation_id, [])
-    events = db.session.scalars(
-        sa.select(AuditEvent)
-        .where(AuditEvent.conversation_id == conversation_id)
-        .order_by(AuditEvent.id.desc())
-        .limit(20)
-    ).all()
     body = render_template(
         "admin/conversation.html",
-        conversation=row,
-        contact=contact,
-        suggestions=suggestions,
-        curation=curation,
-        tags=tags,
+        conversation=found.conversation,
+        contact=found.contact,
+        suggestions=_curator().suggestions(conversation_id),
+        curation=found.curation,
+        tags=found.tags,
         draft=draft,
-        events=events,
+        events=found.events,
+        who=inbox.names(db.session, found.contact),
     )
     return body, status
 

@@ -2,11 +2,14 @@
 
 A message typed on the page goes through the same `conversation.turn.TurnService` path
 as the Twilio webhook (stored, serialised, run, committed, responders
-included) as a chosen phone number on WhatsApp or SMS; the page shows the
-replies as that channel would (each split part its own bubble), and beside
+included) as a chosen phone number on WhatsApp or SMS, except that the
+replies are stored with the status ``simulated`` (nothing is sent to Twilio);
+the page shows the replies as that channel would (each split part its own bubble), and beside
 the chat the step the execution is at, its variables, the steps each turn ran
 and every LLM call of the turn (messages sent, answer, tokens). With no LLM
-configured, ``llm`` steps answer with the flow's fallback, as in production.
+configured, ``llm`` steps answer with the built-in scripted model in development
+(`integrations.scripted`, labelled on the page) and with the flow's fallback in
+production.
 
 Only logged-in admins of the console may use it (``admin`` role): it writes
 conversations as any phone number. Its POSTs carry the console's CSRF token
@@ -25,6 +28,7 @@ from werkzeug.wrappers import Response
 from conversation import queries
 from conversation.turn import Incoming
 from engine.ports import LLM, ExecutionState, LLMError, LLMRequest, LLMResponse
+from integrations.scripted import describe_llm
 from integrations.twilio import (
     FIELD_LIMITS,
     MAX_BODY_CHARS,
@@ -45,6 +49,8 @@ bp = Blueprint(
 
 #: Our side of simulated conversations (Twilio's ``To``), as ``flask chat`` uses.
 SIMULATOR_NUMBER = "+15550009999"
+#: The delivery status of replies in the simulator and ``flask chat``: never sent.
+SIMULATED = "simulated"
 
 
 @dataclasses.dataclass
@@ -122,12 +128,11 @@ def _phone_from(data: dict[str, Any]) -> str:
 def page() -> str:
     """The simulator page."""
     parley = current_app.extensions["parley"]
-    settings = parley.settings
     return render_template(
         "simulator/index.html",
         flows=list(parley.flows.flows.values()),
         default_flow=parley.flows.default.id if parley.flows.default else "",
-        llm=bool(settings.openai_api_key or settings.openai_base_url),
+        model=describe_llm(parley.runner.llm),
     )
 
 
@@ -160,6 +165,8 @@ def send() -> Any:
     turns = parley.turns()
     recorder = RecordingLLM(turns.runner.llm)
     turns.runner = dataclasses.replace(turns.runner, llm=recorder)
+    # Stored as simulated: no Twilio send follows, so "queued" would never move on.
+    turns.settings = dataclasses.replace(turns.settings, outbound_status=SIMULATED)
     address = f"whatsapp:{SIMULATOR_NUMBER}" if channel == "whatsapp" else SIMULATOR_NUMBER
     outcome = turns.handle(
         Incoming(

@@ -1,40 +1,70 @@
-// The inbox's transcript: poll for new lines every few seconds, no reload.
+// The inbox's chat: poll every two seconds and redraw the lines (a message
+// already shown may have moved on: sent, delivered, failed), no reload.
 (function () {
   "use strict";
   var box = document.getElementById("transcript");
   if (!box) { return; }
-  var seen = {};
-  box.querySelectorAll("[data-entry]").forEach(function (node) { seen[node.dataset.entry] = true; });
 
-  function line(entry) {
-    var node = document.createElement("div");
-    node.className = "message " + entry.direction;
-    node.dataset.entry = entry.id;
-    var meta = document.createElement("div");
-    meta.className = "meta";
-    meta.textContent = entry.author + " · " + entry.created_at.replace("T", " ").slice(0, 19) +
-      (entry.status ? " · " + entry.status : "");
-    var text = document.createElement("div");
-    text.className = "text";
-    text.textContent = entry.text;  // what a contact types is text, never markup
-    node.appendChild(meta);
-    node.appendChild(text);
+  function element(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) { node.className = className; }
+    if (text !== undefined) { node.textContent = text; }  // what a contact types is text, never markup
     return node;
   }
 
+  function line(entry) {
+    var time = element("time", "", entry.time);
+    time.dateTime = entry.at;
+    if (entry.side === "event") {
+      var event = element("li", "chat-event", entry.text + " · ");
+      event.dataset.entry = entry.id;
+      event.appendChild(time);
+      return event;
+    }
+    var classes = "bubble " + entry.side;
+    if (entry.author_kind === "agent") { classes += " agent"; }
+    if (entry.status_class === "failed") { classes += " failed"; }
+    var node = element("li", classes);
+    node.dataset.entry = entry.id;
+    node.dataset.status = entry.status;
+    node.appendChild(element("span", "author", entry.author));
+    node.appendChild(element("span", "body text", entry.text));
+    var meta = element("span", "meta");
+    meta.appendChild(time);
+    if (entry.status_label) {
+      meta.appendChild(element("span", "badge " + entry.status_class + " status", entry.status_label));
+    }
+    node.appendChild(meta);
+    if (entry.error) { node.appendChild(element("span", "error", entry.error)); }
+    return node;
+  }
+
+  function signature(lines) {
+    return lines.map(function (entry) { return entry.id + ":" + entry.status; }).join(",");
+  }
+
+  var shown = signature(Array.prototype.map.call(box.querySelectorAll("[data-entry]"), function (node) {
+    return { id: node.dataset.entry, status: node.dataset.status || "" };
+  }));
+
   function poll() {
-    fetch(box.dataset.url, {credentials: "same-origin", headers: {Accept: "application/json"}})
+    fetch(box.dataset.url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (data) {
         if (!data) { return; }
-        data.entries.forEach(function (entry) {
-          if (!seen[entry.id]) { seen[entry.id] = true; box.appendChild(line(entry)); }
-        });
+        var next = signature(data.lines);
+        if (next !== shown) {
+          var atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+          box.replaceChildren.apply(box, data.lines.map(line));
+          shown = next;
+          if (atBottom) { box.scrollTop = box.scrollHeight; }
+        }
         var holder = document.getElementById("controlled-by");
-        if (holder) { holder.textContent = data.controlled_by; }
+        if (holder) { holder.textContent = data.holder; }
       })
       .catch(function () { /* offline for a moment: the next poll tries again */ });
   }
+  box.scrollTop = box.scrollHeight;
   window.parleyInboxPoll = poll;
   setInterval(poll, 2000);
 })();
