@@ -308,16 +308,7 @@ def _scripted(plan: list, runner, tests_dir: Path) -> bool:
         tests_dir,
         "scripted",
         [
-            test_results.Outcome(
-                path,
-                spec.name,
-                spec.flow,
-                result.passed,
-                1.0 if result.passed else 0.0,
-                1,
-                result.flow_version,
-                result.report,
-            )
+            test_results.Outcome.scripted(path, spec, result)
             for (path, spec), result in zip(plan, results, strict=True)
         ],
     )

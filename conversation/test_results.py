@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,6 +42,26 @@ class Outcome:
     runs: int
     flow_version: str | None
     report: str
+
+    @classmethod
+    def scripted(cls, path: Path, spec: Any, result: Any) -> Outcome:
+        """The outcome of one scripted run of a conversation test.
+
+        Args:
+            path: The test file.
+            spec: The conversation (`conversation.flow_tests.ConversationSpec`).
+            result: Its run (`conversation.flow_tests.ConversationResult`).
+        """
+        return cls(
+            path,
+            spec.name,
+            spec.flow,
+            result.passed,
+            1.0 if result.passed else 0.0,
+            1,
+            result.flow_version,
+            result.report,
+        )
 
 
 def relative(path: Path, tests_dir: Path) -> str:

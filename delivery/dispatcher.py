@@ -65,38 +65,18 @@ _INBOUND_COLUMNS = (
     _contact.phone,
     _contact.name,
 )
-#: The contact's oldest inbound message waiting for a turn, with what its turn needs.
-_NEXT = (
+#: Inbound messages waiting for a turn, with what a turn needs of them.
+_PENDING = (
     sa.select(*_INBOUND_COLUMNS)
     .join(conversation_table, _conversation.id == _message.conversation_id)
     .join(contact_table, _contact.id == _message.contact_id)
-    .where(
-        _message.contact_id == sa.bindparam("contact_id"),
-        _message.direction == "inbound",
-        _message.turn_status == "pending",
-    )
-    .order_by(_message.id)
-    .limit(1)
-)
-#: An inbound message with what its turn needs of the conversation.
-_INBOUND = (
-    sa.select(*_INBOUND_COLUMNS)
-    .join(conversation_table, _conversation.id == _message.conversation_id)
-    .join(contact_table, _contact.id == _message.contact_id)
-    .where(_message.id == sa.bindparam("message_id"))
-)
-#: A conversation's inbound messages waiting for a turn, oldest first.
-_BURST = (
-    sa.select(*_INBOUND_COLUMNS)
-    .join(conversation_table, _conversation.id == _message.conversation_id)
-    .join(contact_table, _contact.id == _message.contact_id)
-    .where(
-        _message.conversation_id == sa.bindparam("conversation_id"),
-        _message.direction == "inbound",
-        _message.turn_status == "pending",
-    )
+    .where(_message.direction == "inbound", _message.turn_status == "pending")
     .order_by(_message.id)
 )
+#: The contact's oldest one.
+_NEXT = _PENDING.where(_message.contact_id == sa.bindparam("contact_id")).limit(1)
+#: A conversation's, oldest first (a burst, with a debounce).
+_BURST = _PENDING.where(_message.conversation_id == sa.bindparam("conversation_id"))
 
 
 class TurnNotFinished(Exception):
@@ -244,7 +224,7 @@ def incoming_from_row(message: Row, contact: Any) -> Incoming:
     """Rebuild the `Incoming` of a stored inbound message (what a queued turn runs on).
 
     Args:
-        message: A row of ``_INBOUND`` (the message's ``id``, ``body``,
+        message: A row of ``_PENDING`` (the message's ``id``, ``body``,
             ``media``, ``message_sid`` and its conversation's ``channel`` and
             ``address``).
         contact: Its contact (``phone``, ``name``).

@@ -197,18 +197,7 @@ def run_flow_tests() -> Response:
     outcomes = []
     for path, spec in plan:
         result = run_conversation(spec, runner, f"{path}: {spec.name}")
-        outcomes.append(
-            test_results.Outcome(
-                path,
-                spec.name,
-                spec.flow,
-                result.passed,
-                1.0 if result.passed else 0.0,
-                1,
-                result.flow_version,
-                result.report,
-            )
-        )
+        outcomes.append(test_results.Outcome.scripted(path, spec, result))
     test_results.record(db.session, tests_dir, "scripted", outcomes)
     failed = sum(not outcome.passed for outcome in outcomes)
     flash(
