@@ -54,12 +54,8 @@ from twilio.base.exceptions import TwilioRestException
 from config import Settings as AppSettings
 from delivery.optout import allows
 from delivery.outbound import contact_address
-from delivery.status import (
-    OUTSIDE_WINDOW,
-    STATUS_RANK,
-    STATUS_RANK_OF,
-    within_window,
-)
+from delivery.status import STATUS_RANK, STATUS_RANK_OF
+from delivery.window import OUTSIDE_WINDOW, within_window
 from handover.control import bot_may_send
 from integrations.twilio import DEFAULT_SEND_TIMEOUT, TwilioSender
 from models import Delivery, Message

@@ -1,30 +1,19 @@
-"""Delivery statuses and WhatsApp's 24-hour window: what Twilio reports and allows.
+"""Delivery statuses: what Twilio reports of each message it was given.
 
 Twilio posts each outbound message's status to its status callback
 (``POST /twilio/status``); `record_status` applies them in lifecycle order,
-whatever order they arrive in. `window_open` tells whether a WhatsApp
-conversation's customer-service window is open (free-form messages allowed).
+whatever order they arrive in. WhatsApp's 24-hour window is `delivery.window`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from models import Contact, Delivery, Message
-from models.entities import as_utc, utcnow
 from models.store import message_table
-
-#: WhatsApp's customer-service window: free-form messages only within 24 hours
-#: of the contact's last message (Twilio error 63016 otherwise;
-#: https://www.twilio.com/docs/whatsapp/key-concepts#the-24-hour-window-or-24-hour-session).
-SERVICE_WINDOW = dt.timedelta(hours=24)
-
-#: Why a message outside the window without a template was not sent.
-OUTSIDE_WINDOW = "not sent: outside the 24-hour window"
 
 #: Twilio's message lifecycle, in order (docs: "Outbound Message Status in
 #: Status Callbacks"); a status only replaces one of lower rank. ``pending``
@@ -112,24 +101,6 @@ def record_status(
     applied = _advance(session, message_table.c.message_sid == message_sid, status, error_code)
     session.commit()
     return "applied" if applied else "stale"
-
-
-def window_open(session: Session, conversation_id: int, now: dt.datetime | None = None) -> bool:
-    """Whether the conversation's WhatsApp 24-hour customer-service window is open.
-
-    The window opens with each message the contact sends and lasts 24 hours.
-    """
-    last = session.scalar(
-        sa.select(sa.func.max(Message.created_at)).where(
-            Message.conversation_id == conversation_id, Message.direction == "inbound"
-        )
-    )
-    return within_window(last, now or utcnow())
-
-
-def within_window(last_inbound_at: dt.datetime | None, now: dt.datetime) -> bool:
-    """`window_open` given the time of the contact's last message (None: never wrote)."""
-    return last_inbound_at is not None and now - as_utc(last_inbound_at) < SERVICE_WINDOW
 
 
 def failed_deliveries(session: Session) -> list[tuple[int, str, int]]:

@@ -387,7 +387,7 @@ def agent_message(
         ControlError: the agent does not have the conversation, `body` is
             empty, or the WhatsApp window is closed and there is no template.
     """
-    from delivery.status import window_open
+    from delivery.window import window_open
 
     if not body.strip():
         raise ControlError("the message is empty")

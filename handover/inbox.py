@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from curation.users import active_users, display_names
-from delivery.status import window_open
+from delivery.window import window_open
 from handover import control as handover
 from handover.transcript import Entry, transcript
 from integrations.twilio_errors import describe

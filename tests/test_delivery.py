@@ -15,7 +15,8 @@ from twilio.request_validator import RequestValidator
 
 from delivery.dispatcher import Dispatcher
 from delivery.outbox import Settings
-from delivery.status import OUTSIDE_WINDOW, failed_deliveries
+from delivery.status import failed_deliveries
+from delivery.window import OUTSIDE_WINDOW
 from models import Contact, Delivery, Message, db
 from models.store import OutboundPart, SqlStore, StoredInbound
 from tasks import dispatcher, restore_interval
