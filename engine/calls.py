@@ -11,10 +11,18 @@ and the calling step gets the subflow's ``vars`` as its result.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
 from engine.ports import ExecutionState
-from engine.steps.base import StepError
+from engine.steps.base import Continue, Jump, StepContext, StepError, resolve_next
+from engine.steps.call import MAX_DEPTH
+
+if TYPE_CHECKING:
+    from engine.flow import Flow, FlowSet
+    from engine.turn_result import TurnResult
+
+log = logging.getLogger("parley.engine")
 
 #: Where the frames of calling flows are kept in `ExecutionState.step_results`.
 STACK_KEY = "_call_stack"
@@ -87,3 +95,76 @@ def pop(execution: ExecutionState) -> tuple[str, dict[str, Any]] | None:
     execution.step_state = {}
     execution.wait_deadline = None
     return frame["step"], result
+
+
+def jump(flows: FlowSet, context: StepContext, result: TurnResult, jump: Jump) -> Flow:
+    """Enter a subflow (``call``) or hand over to another flow (``goto``), for the runner.
+
+    Returns:
+        The flow now running; `context` now holds its execution (a new one
+        for ``goto``, which ends the old one).
+
+    Raises:
+        StepError: no such flow (validation reports this before a flow
+            runs), or subflows nested too deep.
+    """
+    target = flows.get(jump.flow_id)
+    if target is None:
+        raise StepError(context.step_id, f"no flow {jump.flow_id!r} is loaded")
+    variables = {**target.variables, **jump.variables}
+    execution = context.execution
+    if jump.returns:
+        push(
+            execution,
+            context.step_id,
+            target.id,
+            target.version,
+            target.start,
+            variables,
+            MAX_DEPTH,
+        )
+    else:
+        execution.status = "ended"
+        execution = ExecutionState(
+            flow_id=target.id,
+            flow_version=target.version,
+            current_step=target.start,
+            status="active",
+            variables=variables,
+        )
+        context.execution = execution
+        result.execution = execution
+        result.started = True
+    log.info(
+        "flow.%s contact=%s flow=%s step=%s",
+        "call" if jump.returns else "goto",
+        context.contact.id,
+        target.id,
+        target.start,
+    )
+    context.flow = target
+    return target
+
+
+def come_back(flows: FlowSet, context: StepContext) -> tuple[Flow, str | None] | None:
+    """A subflow ended: back in the calling flow, where does it go on?
+
+    Returns:
+        None when no flow called this one; else the calling flow and the
+        step after the calling step (None when the caller ends there too).
+    """
+    execution = context.execution
+    back = pop(execution)
+    if back is None:
+        return None
+    caller_step, value = back
+    resolve = getattr(flows, "resolve", None)
+    flow = resolve(execution)[0] if resolve else flows.get(execution.flow_id)
+    if flow is None or caller_step not in flow.steps:
+        raise StepError(caller_step, f"the calling flow {execution.flow_id!r} is gone")
+    context.flow = flow
+    context.step_id = caller_step
+    step = flow.steps[caller_step]
+    outcome = step.returned(context, value)  # type: ignore[union-attr]
+    assert isinstance(outcome, Continue)
+    return flow, outcome.target or resolve_next(step.next, context)

@@ -13,10 +13,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from engine import calls
-from engine.effects import Effect
 from engine.flow import DEFAULT_FALLBACK, Flow, FlowSet
 from engine.ports import (
     HTTP,
@@ -28,17 +26,15 @@ from engine.ports import (
     ExecutionState,
     HistoryMessage,
     InboundMessage,
-    LLMError,
-    LLMRequest,
-    LLMResponse,
-    LLMUsage,
     NoHTTP,
     Reply,
 )
 from engine.steps.base import Continue, Jump, StepContext, StepError, Wait, resolve_next
-from engine.steps.call import MAX_DEPTH
 from engine.steps.paywall import awaits_payment, flow_gate
 from engine.templating import TemplateFailure, Templates
+from engine.turn_result import LLMCall, RecordingLLM, TurnResult, history_with_turn
+
+__all__ = ["MAX_STEPS_PER_TURN", "FlowLoopError", "LLMCall", "Runner", "TurnResult"]
 
 log = logging.getLogger("parley.engine")
 
@@ -66,81 +62,6 @@ class FlowLoopError(StepError):
         )
         self.flow_id = flow_id
         self.steps = steps
-
-
-@dataclass(frozen=True)
-class LLMCall:
-    """One model call of a turn, as the model answered it (for transcripts and tests).
-
-    Attributes:
-        step_id: The step that made the call.
-        output: The structured output, when the call asked for one and got it.
-        text: The answer's text (the JSON text under structured output), or None.
-        error: Why the call failed, or None.
-        usage: Model, tokens and latency, when it answered.
-    """
-
-    step_id: str
-    output: dict[str, Any] | None = None
-    text: str | None = None
-    error: str | None = None
-    usage: LLMUsage | None = None
-
-    def recorded(self) -> dict[str, Any]:
-        """The call as stored with the turn's inbound message (JSON).
-
-        ``{"step": ..., "output": {...}}``, ``{"step": ..., "text": ...}`` or
-        ``{"step": ..., "error": ...}``, the shape conversation tests script.
-        """
-        if self.error is not None:
-            return {"step": self.step_id, "error": self.error}
-        if self.output is not None:
-            return {"step": self.step_id, "output": self.output}
-        return {"step": self.step_id, "text": self.text or ""}
-
-
-@dataclass
-class _RecordingLLM:
-    """The runner's LLM, noting each call of the turn in `TurnResult.llm_calls`."""
-
-    llm: LLM
-    context: StepContext
-    calls: list[LLMCall]
-
-    def complete(self, request: LLMRequest) -> LLMResponse:
-        try:
-            response = self.llm.complete(request)
-        except LLMError as error:
-            self.calls.append(LLMCall(self.context.step_id, error=str(error) or repr(error)))
-            raise
-        self.calls.append(
-            LLMCall(self.context.step_id, response.data, response.text, usage=response.usage)
-        )
-        return response
-
-
-@dataclass
-class TurnResult:
-    """What a turn did.
-
-    Attributes:
-        execution: The execution after the turn (None when no flow matched).
-        replies: The messages to send, in order.
-        steps: The step ids run, in order.
-        error: The failure that made the turn answer with the fallback, if any.
-        started: Whether the turn started a new execution.
-        effects: What the turn asks of the world outside the engine
-            (`engine.effects`), in order, for the turn service to carry out.
-        llm_calls: The model calls the turn made, in order, failed ones included.
-    """
-
-    execution: ExecutionState | None
-    replies: list[Reply] = field(default_factory=list)
-    steps: list[str] = field(default_factory=list)
-    error: StepError | None = None
-    started: bool = False
-    effects: list[Effect] = field(default_factory=list)
-    llm_calls: list[LLMCall] = field(default_factory=list)
 
 
 @dataclass
@@ -447,7 +368,7 @@ class Runner:
             templates=self.templates,
             llm=self.llm,
             clock=self.clock,
-            history=_with_turn(history, result.replies),
+            history=history_with_turn(history, result.replies),
             default_model=self.default_model,
             replies=result.replies,
             effects=result.effects,
@@ -457,7 +378,7 @@ class Runner:
             deadline=time.monotonic() + self.turn_seconds if self.turn_seconds else None,
             deadline_seconds=self.turn_seconds or 0.0,
         )
-        context.llm = _RecordingLLM(self.llm, context, result.llm_calls)
+        context.llm = RecordingLLM(self.llm, context, result.llm_calls)
         return context
 
     def _run(self, flow: Flow, context: StepContext, result: TurnResult, resume: bool) -> None:
@@ -484,7 +405,7 @@ class Runner:
             )
             resume = False
             if isinstance(outcome, Jump):
-                flow = self._jump(context, result, outcome)
+                flow = calls.jump(self.flows, context, result, outcome)
                 execution = context.execution
                 continue
             if isinstance(outcome, Wait):
@@ -495,7 +416,7 @@ class Runner:
             if isinstance(outcome, Continue):
                 target = outcome.target or resolve_next(step.next, context)
             while target is None:  # the flow ends here: back to a caller, if any
-                back = self._return(context)
+                back = calls.come_back(self.flows, context)
                 if back is None:
                     execution.status = "ended"
                     return
@@ -503,77 +424,6 @@ class Runner:
             execution.current_step = target
             execution.step_state = {}
             execution.wait_deadline = None
-
-    def _jump(self, context: StepContext, result: TurnResult, jump: Jump) -> Flow:
-        """Enter a subflow (``call``) or hand over to another flow (``goto``).
-
-        Returns:
-            The flow now running; `context` now holds its execution (a new one
-            for ``goto``, which ends the old one).
-
-        Raises:
-            StepError: no such flow (validation reports this before a flow
-                runs), or subflows nested too deep.
-        """
-        target = self.flows.get(jump.flow_id)
-        if target is None:
-            raise StepError(context.step_id, f"no flow {jump.flow_id!r} is loaded")
-        variables = {**target.variables, **jump.variables}
-        execution = context.execution
-        if jump.returns:
-            calls.push(
-                execution,
-                context.step_id,
-                target.id,
-                target.version,
-                target.start,
-                variables,
-                MAX_DEPTH,
-            )
-        else:
-            execution.status = "ended"
-            execution = ExecutionState(
-                flow_id=target.id,
-                flow_version=target.version,
-                current_step=target.start,
-                status="active",
-                variables=variables,
-            )
-            context.execution = execution
-            result.execution = execution
-            result.started = True
-        log.info(
-            "flow.%s contact=%s flow=%s step=%s",
-            "call" if jump.returns else "goto",
-            context.contact.id,
-            target.id,
-            target.start,
-        )
-        context.flow = target
-        return target
-
-    def _return(self, context: StepContext) -> tuple[Flow, str | None] | None:
-        """A subflow ended: back in the calling flow, where does it go on?
-
-        Returns:
-            None when no flow called this one; else the calling flow and the
-            step after the calling step (None when the caller ends there too).
-        """
-        execution = context.execution
-        back = calls.pop(execution)
-        if back is None:
-            return None
-        caller_step, value = back
-        resolve = getattr(self.flows, "resolve", None)
-        flow = resolve(execution)[0] if resolve else self.flows.get(execution.flow_id)
-        if flow is None or caller_step not in flow.steps:
-            raise StepError(caller_step, f"the calling flow {execution.flow_id!r} is gone")
-        context.flow = flow
-        context.step_id = caller_step
-        step = flow.steps[caller_step]
-        outcome = step.returned(context, value)  # type: ignore[union-attr]
-        assert isinstance(outcome, Continue)
-        return flow, outcome.target or resolve_next(step.next, context)
 
     def _fail(self, flow: Flow, context: StepContext, result: TurnResult, error: StepError) -> None:
         """Answer with the fallback; keep the execution where a retry makes sense."""
@@ -600,29 +450,6 @@ class Runner:
         except TemplateFailure:
             text = DEFAULT_FALLBACK
         result.replies.append(Reply(text=text, step_id=error.step_id, author="system"))
-
-
-def _with_turn(
-    history: Callable[[int], list[HistoryMessage]], replies: list[Reply]
-) -> Callable[[int], list[HistoryMessage]]:
-    """``history(n)`` followed by what the bot said so far in this turn, n at most.
-
-    The store only knows what earlier turns committed; an ``llm`` step after a
-    ``say`` in the same turn must see that text too, as the contact does.
-    """
-
-    def read(limit: int) -> list[HistoryMessage]:
-        if limit <= 0:
-            return []
-        said = [
-            HistoryMessage(role="assistant", content=reply.text)
-            for reply in replies
-            if reply.text.strip()
-        ]
-        earlier = history(max(limit - len(said), 0)) if len(said) < limit else []
-        return [*earlier, *said][-limit:]
-
-    return read
 
 
 def _as_step_error(error: StepError | TemplateFailure, step_id: str) -> StepError:
