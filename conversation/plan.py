@@ -142,6 +142,10 @@ class TurnOutcome:
     busy: bool = False
 
 
+class ContactGone(Exception):
+    """The contact no longer exists (erased, "delete my data"): there is no turn to run."""
+
+
 class LeaseLost(Exception):
     """Another worker claimed the contact while this turn ran: it wrote nothing."""
 

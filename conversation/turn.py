@@ -34,10 +34,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from conversation.inbound import Incoming, store_incoming
 from conversation.plan import (
+    ContactGone,
     History,
     LeaseLost,
     Preface,
@@ -61,6 +63,7 @@ from models.turn_store import SqlTurnStore, TurnView
 log = logging.getLogger("parley.turns")
 
 __all__ = [
+    "ContactGone",
     "History",
     "Incoming",
     "LeaseLost",
@@ -241,6 +244,7 @@ class TurnService:
             The fencing token, or None when another turn still holds the contact.
 
         Raises:
+            ContactGone: no such contact (erased since its task was queued).
             sqlalchemy.exc.OperationalError: the database is unreachable.
         """
         deadline = time.monotonic() + wait_seconds
@@ -252,6 +256,9 @@ class TurnService:
                 )
                 if token is None or commit:
                     self.session.commit()
+            except IntegrityError as error:  # the lease's foreign key: no such contact
+                self.session.rollback()
+                raise ContactGone(contact_id) from error
             except Exception:
                 self.session.rollback()
                 raise

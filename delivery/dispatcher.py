@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from conversation.turn import Incoming, TurnService
+from conversation.turn import ContactGone, Incoming, TurnService
 from delivery.outbox import Outbox, Sent, Settings
 from integrations.twilio import TwilioSender
 from models import Delivery, Message
@@ -147,7 +147,11 @@ class Dispatcher:
         """
         turns = self.turns
         assert turns is not None, "a Dispatcher without turns only sends"
-        token = turns.claim(contact_id, commit=False)
+        try:
+            token = turns.claim(contact_id, commit=False)
+        except ContactGone:  # erased since its task was queued: nothing to do, ever
+            log.info("turn.contact_gone contact=%s", contact_id)
+            return "idle"
         if token is None:
             return "busy"
         try:

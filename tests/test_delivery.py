@@ -486,3 +486,11 @@ def test_without_a_debounce_each_message_is_its_own_turn(app, twilio, fake_twili
     drain(app)
 
     assert fake_twilio.bodies == ["got m0", "got a", "got b"]
+
+
+def test_a_task_for_a_contact_erased_since_is_done_not_retried(app):
+    """A drain queued before "delete my data" finds no contact: nothing to run, no retry loop
+    (retried tasks held by a worker would crowd out the ones that can run)."""
+    with app.app_context():
+        assert dispatcher().drain(987654) is True
+        db.session.remove()
