@@ -376,7 +376,10 @@ class TurnService:
             if isinstance(result.error, TurnTimedOut):
                 status = "timed_out"
             calls = [call.recorded() for call in result.llm_calls]
-            store.finish_inbound(plan.inbound.message_id, status, execution_id, flow_id, calls)
+            decisions = [decision.recorded() for decision in result.moderation]
+            store.finish_inbound(
+                plan.inbound.message_id, status, execution_id, flow_id, calls, decisions
+            )
         if plan.on_commit is not None:
             plan.on_commit(store, result, execution_id, ids)
         session.commit()

@@ -169,6 +169,42 @@ class LLM(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ModerationResult:
+    """What a moderation endpoint says about one text (OpenAI's ``results[0]``).
+
+    Attributes:
+        categories: Category → whether the endpoint flagged it
+            (e.g. ``{"self-harm": True, "violence": False}``).
+        scores: Category → its score, 0 to 1 (``category_scores``).
+    """
+
+    categories: dict[str, bool]
+    scores: dict[str, float]
+
+
+class ModerationError(Exception):
+    """A moderation call failed (timeout, server error, no client configured)."""
+
+
+class Moderation(Protocol):
+    """A moderation classifier (`engine.moderation` decides what its answer means)."""
+
+    def moderate(self, text: str, model: str, timeout: float | None) -> ModerationResult:
+        """Classify `text`.
+
+        Args:
+            text: The text to check.
+            model: The moderation model, e.g. ``omni-moderation-latest``.
+            timeout: The most seconds the call may take (the turn's time left),
+                or None for the client's own.
+
+        Raises:
+            ModerationError: the call failed after the client's retries.
+        """
+        ...
+
+
 class Clock(Protocol):
     """The time source, so tests and timers can control `now`."""
 

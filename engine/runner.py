@@ -18,6 +18,7 @@ from typing import Any
 from engine import calls
 from engine.effects import Effect
 from engine.flow import DEFAULT_FALLBACK, Flow, FlowSet
+from engine.moderation import Decision, Moderator
 from engine.ports import (
     HTTP,
     LLM,
@@ -132,6 +133,7 @@ class TurnResult:
         effects: What the turn asks of the world outside the engine
             (`engine.effects`), in order, for the turn service to carry out.
         llm_calls: The model calls the turn made, in order, failed ones included.
+        moderation: The turn's moderation decisions (`engine.moderation`), in order.
     """
 
     execution: ExecutionState | None
@@ -141,6 +143,7 @@ class TurnResult:
     started: bool = False
     effects: list[Effect] = field(default_factory=list)
     llm_calls: list[LLMCall] = field(default_factory=list)
+    moderation: list[Decision] = field(default_factory=list)
 
 
 @dataclass
@@ -161,6 +164,9 @@ class Runner:
             inline turn, under Twilio's 15 s): each model and HTTP call gets the
             time left, and past it the turn answers with the fallback
             (`TurnTimedOut`); None: no deadline.
+        moderator: Checks the contact's text before ``llm`` steps and the
+            model's replies before they are sent (``moderation`` in
+            ``_settings.yaml``); None: off.
     """
 
     flows: FlowSet
@@ -172,6 +178,7 @@ class Runner:
     http: HTTP = field(default_factory=NoHTTP)
     env: Mapping[str, str] = field(default_factory=dict)
     turn_seconds: float | None = None
+    moderator: Moderator | None = None
 
     def has_step(self, flow_id: str, step_id: str) -> bool:
         """Whether the loaded flow `flow_id` has a step `step_id`."""
@@ -456,6 +463,8 @@ class Runner:
             env=self.env,
             deadline=time.monotonic() + self.turn_seconds if self.turn_seconds else None,
             deadline_seconds=self.turn_seconds or 0.0,
+            moderator=self.moderator,
+            moderation=result.moderation,
         )
         context.llm = _RecordingLLM(self.llm, context, result.llm_calls)
         return context

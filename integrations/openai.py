@@ -12,7 +12,16 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from engine.ports import LLM, LLMError, LLMRequest, LLMResponse, LLMUnavailable, LLMUsage
+from engine.ports import (
+    LLM,
+    LLMError,
+    LLMRequest,
+    LLMResponse,
+    LLMUnavailable,
+    LLMUsage,
+    ModerationError,
+    ModerationResult,
+)
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
@@ -240,6 +249,44 @@ class OpenAILLM:
         )
         return result
 
+    def moderate(self, text: str, model: str, timeout: float | None) -> ModerationResult:
+        """Classify `text` with the moderation endpoint (`engine.ports.Moderation`).
+
+        Args:
+            text: The text (cut to `max_user_chars`, as for the model).
+            model: The moderation model, e.g. ``omni-moderation-latest``.
+            timeout: The most seconds the call may take (the turn's time left).
+
+        Returns:
+            The first result's ``categories`` and ``category_scores``.
+
+        Raises:
+            ModerationError: the call failed after the client's retries, or the
+                answer had no result.
+        """
+        import openai
+
+        client = self._client
+        if timeout is not None:
+            attempt = min(self.timeout, timeout)
+            retries = self.max_retries if attempt * (self.max_retries + 1) <= timeout else 0
+            client = client.with_options(timeout=attempt, max_retries=retries)
+        try:
+            answer = client.moderations.create(model=model, input=text[: self.max_user_chars])
+        except openai.APIStatusError as exc:
+            raise ModerationError(f"HTTP {exc.status_code}: {_error_message(exc)}") from exc
+        except openai.APIError as exc:
+            raise ModerationError(f"{type(exc).__name__}: {exc}") from exc
+        if not answer.results:
+            raise ModerationError("the moderation endpoint returned no result")
+        result = answer.results[0]
+        categories = result.categories.model_dump(by_alias=True)
+        scores = result.category_scores.model_dump(by_alias=True)
+        return ModerationResult(
+            categories={name: bool(value) for name, value in categories.items()},
+            scores={name: float(value or 0.0) for name, value in scores.items()},
+        )
+
 
 class UnconfiguredLLM:
     """The `engine.ports.LLM` used when no LLM is configured: every call fails.
@@ -261,6 +308,14 @@ class UnconfiguredLLM:
             LLMUnavailable: Always.
         """
         raise LLMUnavailable(UNCONFIGURED_MESSAGE)
+
+    def moderate(self, text: str, model: str, timeout: float | None) -> ModerationResult:
+        """Refuse the check (moderation's ``on_error`` applies).
+
+        Raises:
+            ModerationError: Always.
+        """
+        raise ModerationError(UNCONFIGURED_MESSAGE)
 
 
 def openai_llm(

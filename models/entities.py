@@ -139,6 +139,9 @@ class Message(Base):
     llm_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     """Inbound only: the model calls of its turn, in order, as the model answered
     (`engine.runner.LLMCall.recorded`): what a conversation test scripts."""
+    moderation: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    """Inbound only: the moderation decisions of its turn (`engine.moderation.Decision.recorded`):
+    direction, step, category, score, action; None when nothing was flagged."""
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 

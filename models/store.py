@@ -482,13 +482,15 @@ class SqlStore:
         execution_id: int | None,
         flow_id: str | None,
         llm_calls: list[dict[str, Any]] | None = None,
+        moderation: list[dict[str, Any]] | None = None,
     ) -> None:
         """Record how the inbound message's turn ended (``done``, ``failed``, ``skipped``).
 
         Also moves the conversation's ``last_message_at`` up to the message's
         arrival (the webhook leaves the conversation row alone: a send may
         hold its lock). `llm_calls`, when given, are the turn's model calls
-        (`Message.llm_calls`).
+        (`Message.llm_calls`); `moderation`, the turn's moderation decisions
+        (`Message.moderation`).
         """
         values: dict[str, Any] = {
             "turn_status": turn_status,
@@ -497,6 +499,8 @@ class SqlStore:
         }
         if llm_calls:
             values["llm_calls"] = llm_calls
+        if moderation:
+            values["moderation"] = moderation
         self.session.execute(
             sa.update(message_table).where(message_table.c.id == message_id).values(**values)
         )
