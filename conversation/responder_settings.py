@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from conversation.voice import VoiceSettings
 from engine.flow import FlowError, FlowProblem, yaml_lines
 from engine.moderation import ModerationSettings
 from engine.steps.base import Duration
@@ -195,6 +196,8 @@ class ResponderSettings(BaseModel):
     moderation: ModerationSettings | None = None
     """Moderation of the contact's text before ``llm`` steps and of the
     model's replies (`engine.moderation`); off when absent."""
+    voice_notes: VoiceSettings | None = None
+    """Voice notes transcribed for the flow (conversation/voice.py); off when absent."""
 
 
 def load_settings(flows_dir: Path) -> ResponderSettings:

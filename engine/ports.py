@@ -52,6 +52,8 @@ class InboundMessage:
             or None.
         to: The number or sender it was written to (Twilio's ``To``), which
             picks among flows bound to numbers; None when unknown.
+        transcribed: Whether `text` is the transcript of a voice note (the
+            audio stays in `media`).
     """
 
     text: str
@@ -62,13 +64,15 @@ class InboundMessage:
     button: dict[str, str] | None = None
     location: dict[str, Any] | None = None
     to: str | None = None
+    transcribed: bool = False
 
     def as_context(self) -> dict[str, Any]:
         """The ``input`` variable of templates.
 
         Returns:
-            ``{text, channel, media, media_types, button, location}``: ``media``
-            is the list of URLs, ``button`` and ``location`` None when absent.
+            ``{text, channel, media, media_types, button, location,
+            transcribed}``: ``media`` is the list of URLs, ``button`` and
+            ``location`` None when absent.
         """
         return {
             "text": self.text,
@@ -77,6 +81,7 @@ class InboundMessage:
             "media_types": list(self.media_types),
             "button": dict(self.button) if self.button else None,
             "location": dict(self.location) if self.location else None,
+            "transcribed": self.transcribed,
         }
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_MAX_USER_CHARS",
     "DEFAULT_TIMEOUT",
     "OpenAILLM",
+    "TranscriptionError",
     "UnconfiguredLLM",
     "openai_llm",
 ]
@@ -54,6 +55,10 @@ UNCONFIGURED_MESSAGE = (
     "No LLM is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for an "
     "OpenAI-compatible server other than OpenAI's)."
 )
+
+
+class TranscriptionError(Exception):
+    """Audio could not be transcribed (the API failed after retries, or answered nothing)."""
 
 
 class OpenAILLM:
@@ -287,6 +292,49 @@ class OpenAILLM:
             scores={name: float(value or 0.0) for name, value in scores.items()},
         )
 
+    def transcribe(
+        self,
+        audio: bytes,
+        filename: str,
+        content_type: str,
+        model: str,
+        language: str | None,
+        timeout: float | None,
+    ) -> str:
+        """Speech to text with ``/v1/audio/transcriptions`` (`conversation.voice.Transcriber`).
+
+        Args:
+            audio: The audio file's bytes (sent as a multipart upload).
+            filename: Its name; the extension tells the API the format.
+            content_type: Its MIME type.
+            model: ``gpt-4o-mini-transcribe``, ``whisper-1``...
+            language: ISO-639-1 hint, or None.
+            timeout: The most seconds the call may take, retries included.
+
+        Returns:
+            The transcript's text.
+
+        Raises:
+            TranscriptionError: the call failed after the
+                client's retries.
+        """
+        import openai
+
+        client = self._client
+        if timeout is not None:
+            retries = self.max_retries if timeout >= 2 * DEFAULT_TIMEOUT else 0
+            client = client.with_options(timeout=timeout, max_retries=retries)
+        extra: dict[str, Any] = {"language": language} if language else {}
+        try:
+            answer = client.audio.transcriptions.create(
+                model=model, file=(filename, audio, content_type), response_format="json", **extra
+            )
+        except openai.APIStatusError as exc:
+            raise TranscriptionError(f"HTTP {exc.status_code}: {_error_message(exc)}") from exc
+        except openai.APIError as exc:
+            raise TranscriptionError(f"{type(exc).__name__}: {exc}") from exc
+        return str(answer.text)
+
 
 class UnconfiguredLLM:
     """The `engine.ports.LLM` used when no LLM is configured: every call fails.
@@ -316,6 +364,14 @@ class UnconfiguredLLM:
             ModerationError: Always.
         """
         raise ModerationError(UNCONFIGURED_MESSAGE)
+
+    def transcribe(self, audio: bytes, filename: str, content_type: str, *_: Any) -> str:
+        """Refuse the transcription (the contact gets the voice notes' reply).
+
+        Raises:
+            TranscriptionError: Always.
+        """
+        raise TranscriptionError(UNCONFIGURED_MESSAGE)
 
 
 def openai_llm(

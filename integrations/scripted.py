@@ -74,6 +74,16 @@ class ScriptedDemoLLM:
         """Flag nothing (the demo has no moderation model)."""
         return ModerationResult(categories={}, scores={})
 
+    def transcribe(self, audio: bytes, *_: Any) -> str:
+        """Refuse (the demo has no speech model): the contact gets the voice notes' reply.
+
+        Raises:
+            TranscriptionError: Always.
+        """
+        from integrations.openai import TranscriptionError
+
+        raise TranscriptionError("the scripted demo model cannot listen to voice notes")
+
     def complete(self, request: LLMRequest) -> LLMResponse:
         """Answer `request` from the script; never fails, never calls the network."""
         schema = request.output_schema or {}

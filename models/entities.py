@@ -116,7 +116,8 @@ class Message(Base):
     """``contact``, ``bot``, ``agent:<id>`` or ``system``."""
     body: Mapped[str] = mapped_column(sa.Text, default="")
     media: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    """``{"urls": [...]}`` for inbound media."""
+    """``{"urls": [...]}`` for inbound media, with ``types``, ``button``, ``location``,
+    and a voice note's ``transcript`` (``{"text" or "error", "model", "bytes", "ms"}``)."""
     message_sid: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     """Twilio's ``MessageSid`` (unique); None until Twilio assigns one."""
     status: Mapped[str] = mapped_column(sa.String(16))

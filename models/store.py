@@ -475,6 +475,20 @@ class SqlStore:
             )
         return ids
 
+    def note_transcript(self, message_id: int, transcript: Mapping[str, Any]) -> None:
+        """Keep a voice note's transcript with the message: ``media["transcript"]``.
+
+        `transcript` is ``{"model", "bytes", "ms"}`` and ``text``, or ``error``
+        when it failed (conversation/voice.py).
+        """
+        media = self.session.scalar(
+            sa.select(message_table.c.media).where(message_table.c.id == message_id)
+        )
+        value = {**(media or {}), "transcript": dict(transcript)}
+        self.session.execute(
+            sa.update(message_table).where(message_table.c.id == message_id).values(media=value)
+        )
+
     def finish_inbound(
         self,
         message_id: int,

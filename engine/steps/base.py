@@ -349,6 +349,7 @@ NO_INPUT: dict[str, Any] = {
     "media_types": [],
     "button": None,
     "location": None,
+    "transcribed": False,
 }
 
 

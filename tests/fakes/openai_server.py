@@ -174,6 +174,11 @@ class FakeOpenAI:
         moderate: Computes the answer to a moderation request from its input
             text: the flagged categories with their scores (``{"self-harm":
             0.93}``), or an `Error`; None (the default) flags nothing.
+        transcription_requests: ``{"model", "filename", "content_type",
+            "audio", "language", "response_format"}`` of each ``POST
+            /v1/audio/transcriptions`` (a multipart upload), in order.
+        transcribe: Computes the transcript from the audio's bytes, or an
+            `Error`; None (the default) answers ``"(transcript)"``.
     """
 
     def __init__(
@@ -191,6 +196,8 @@ class FakeOpenAI:
         self.answer: Callable[[dict[str, Any]], ScriptedReply] | None = None
         self.moderation_requests: list[dict[str, Any]] = []
         self.moderate: Callable[[str], Mapping[str, float] | Error] | None = None
+        self.transcription_requests: list[dict[str, Any]] = []
+        self.transcribe: Callable[[bytes], str | Error] | None = None
         self._queue: deque[ScriptedReply] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -297,7 +304,9 @@ class FakeOpenAI:
             self.requests.clear()
             self.request_headers.clear()
             self.moderation_requests.clear()
+            self.transcription_requests.clear()
         self.moderate = None
+        self.transcribe = None
         self.delay_seconds = 0.0
         self.on_request = None
         self.answer = None
@@ -314,12 +323,17 @@ class FakeOpenAI:
 
     def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
-        response = self._handle(request)
+        try:
+            response = self._handle(request)
+        finally:
+            request.close()  # an upload's temporary file, too
         return response(environ, start_response)
 
     def _handle(self, request: Request) -> Response:
         if request.path == "/v1/moderations" and request.method == "POST":
             return self._moderation(request)
+        if request.path == "/v1/audio/transcriptions" and request.method == "POST":
+            return self._transcription(request)
         if request.path != "/v1/chat/completions":
             return _json_response(
                 404,
@@ -396,6 +410,31 @@ class FakeOpenAI:
         return _json_response(
             200, {"id": f"modr-fake{number:024d}", "model": model, "results": results}
         )
+
+    def _transcription(self, request: Request) -> Response:
+        """``POST /v1/audio/transcriptions``: multipart ``file`` and ``model``; ``{"text"}``."""
+        upload = request.files.get("file")
+        model = request.form.get("model")
+        if upload is None or not model:
+            missing = "file" if upload is None else "model"
+            return _json_response(400, Error(400, {"param": missing}).envelope(""))
+        audio = upload.read()
+        with self._lock:
+            self.transcription_requests.append(
+                {
+                    "model": model,
+                    "filename": upload.filename,
+                    "content_type": upload.content_type,
+                    "audio": audio,
+                    "language": request.form.get("language"),
+                    "response_format": request.form.get("response_format"),
+                }
+            )
+            transcribe = self.transcribe
+        text = transcribe(audio) if transcribe is not None else "(transcript)"
+        if isinstance(text, Error):
+            return _json_response(text.status, text.envelope(model))
+        return _json_response(200, {"text": text})
 
 
 #: The categories of ``omni-moderation-latest``, and the input types each applies to.
