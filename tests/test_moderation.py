@@ -177,6 +177,36 @@ def test_the_console_transcript_shows_the_decision(app, twilio, fake_openai, cli
     assert "moderation" in page and "self-harm" in page and "safe_message" in page
 
 
+def test_curators_can_filter_on_moderation(app, twilio, fake_openai, client):
+    fake_openai.moderate = flag_when({"hurt myself": {"self-harm": 0.91}})
+    say(twilio, "I want to hurt myself")
+    twilio.say("hello", sender="whatsapp:+15551230002")
+    add_user(app, "admin@example.org", "admin")
+    login(client, "admin@example.org")
+    with app.app_context():
+        flagged = db.session.scalars(
+            sa.select(Conversation.id).join(Message).where(Message.moderation.is_not(None))
+        ).one()
+    page = client.get("/admin/conversations?moderated=yes").get_data(as_text=True)
+    assert f"/admin/conversations/{flagged}" in page
+    assert "2 conversations" in client.get("/admin/conversations").get_data(as_text=True)
+    assert "1 conversation<" in page
+
+
+def test_the_metrics_count_the_decisions(app, twilio, fake_openai):
+    fake_openai.moderate = flag_when(
+        {"hurt myself": {"self-harm": 0.91}, "idiot": {"harassment": 0.7}}
+    )
+    fake_openai.script("I hear you.")
+    say(twilio, "my boss is an idiot")
+    say(twilio, "I want to hurt myself")
+    from curation import metrics
+
+    with app.app_context():
+        totals = metrics.build(db.session, 1).totals
+    assert (totals["moderation"], totals["moderation_blocked"]) == (2, 1)
+
+
 # The settings and the decision, without the app.
 
 
