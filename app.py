@@ -36,6 +36,7 @@ from config import (
 from conversation.responders import billing_keyword
 from conversation.runtime import FlowRuntime, init_runtime
 from conversation.turn import TurnService, TurnSettings
+from conversation.voice import Transcriber, VoiceNotes
 from curation.erasure import delete_my_data
 from delivery.outbound import rest_sender, send_stored, twilio_sender
 from delivery.outbox import Settings as DeliverySettings
@@ -49,7 +50,7 @@ from handover.routing import closed_note, human_request
 from integrations.http import HttpxHTTP, allowed_env, env_names
 from integrations.liquid import install as install_liquid
 from integrations.openai import openai_llm
-from integrations.twilio import TwilioSender, split_body
+from integrations.twilio import TwilioMedia, TwilioSender, split_body
 from models import db, init_db
 from tasks import init_celery
 
@@ -116,6 +117,31 @@ class Parley:
             ),
             settings=self.turn_settings,
             handover_note=lambda: closed_note(settings.handover_closed_message, hours, clock),
+            voice=self.voice,
+        )
+
+    @cached_property
+    def voice(self) -> VoiceNotes | None:
+        """Voice notes' transcription (``voice_notes`` in ``_settings.yaml``), or None: off.
+
+        The media come from Twilio with the account's credentials; the
+        transcription goes through the chat model's client (``OPENAI_*``). A
+        queued turn gives each of the two calls a third of ``TURN_LEASE_SECONDS``.
+        """
+        runtime, settings = self.runtime, self.settings
+        if runtime is None or runtime.settings.voice_notes is None:
+            return None
+        fetcher = TwilioMedia(
+            settings.twilio_account_sid or "",
+            reveal(settings.twilio_auth_token) or "",
+            api_base_url=settings.twilio_api_base,
+        )
+        transcriber: Transcriber = self.runner.llm  # type: ignore[assignment]
+        return VoiceNotes(
+            runtime.settings.voice_notes,
+            fetcher,
+            transcriber,
+            timeout=settings.turn_lease_seconds / 3,
         )
 
     def billing(self, session: Session | None = None) -> Billing:

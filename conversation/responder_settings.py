@@ -21,6 +21,10 @@ Example::
       hours: {mon: "09:00-17:00", tue: ["09:00-12:00", "13:00-17:00"]}
       closed: [2026-12-25]
       reply: "We're closed now; we'll answer from 9:00."
+    moderation:                        # off when absent (engine/moderation.py)
+      categories: {self-harm: safe_message, violence/graphic: fallback}
+      safe_message: "I'm a bot. If you are in danger, call 999 or text SHOUT to 85258."
+      handover: queue:crisis
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from conversation.voice import VoiceSettings
 from engine.flow import FlowError, FlowProblem, yaml_lines
+from engine.moderation import ModerationSettings
 from engine.steps.base import Duration
 
 #: The settings file's name in ``FLOWS_DIR`` (files starting with ``_`` are not flows).
@@ -187,6 +193,11 @@ class ResponderSettings(BaseModel):
     """A welcome message; none when absent."""
     after_hours: AfterHoursSettings | None = None
     """After-hours replies; none when absent."""
+    moderation: ModerationSettings | None = None
+    """Moderation of the contact's text before ``llm`` steps and of the
+    model's replies (`engine.moderation`); off when absent."""
+    voice_notes: VoiceSettings | None = None
+    """Voice notes transcribed for the flow (conversation/voice.py); off when absent."""
 
 
 def load_settings(flows_dir: Path) -> ResponderSettings:

@@ -22,6 +22,8 @@ from conversation.responders import flow_responders
 from conversation.turn import Responder
 from conversation.versions import SqlFlowArchive, store_versions
 from engine.flow import FlowError
+from engine.moderation import Moderator
+from engine.ports import Moderation
 from models import db
 from models.runtime import FlowVersion
 
@@ -95,6 +97,11 @@ def init_runtime(app: Flask, parley: Parley, strict: bool = True) -> FlowRuntime
             # Start with an empty pool: no connection is shared with forked
             # workers (gunicorn), nor left open by an app that never serves.
             db.engine.dispose()
+    if settings.moderation is not None:
+        # The chat model's client also answers moderation (integrations/openai.py).
+        port: Moderation = parley.runner.llm  # type: ignore[assignment]
+        parley.runner.moderator = Moderator(port, settings.moderation)
+        log.info("moderation.on model=%s", settings.moderation.model)
     runtime = FlowRuntime(settings=settings, settings_error=settings_error)
     app.extensions["parley_runtime"] = runtime
     return runtime

@@ -49,6 +49,7 @@ from conversation.plan import (
     TurnSettings,
     outbound_parts,
 )
+from conversation.voice import Heard, VoiceNotes
 from engine.effects import HandOver
 from engine.flow import DEFAULT_FALLBACK
 from engine.ports import Contact, Entitlements, ExecutionState, HistoryMessage, Reply
@@ -92,6 +93,8 @@ class TurnService:
         settings: Leases and statuses.
         handover_note: The note for a contact handed over outside the agents'
             hours, or None (``note()`` returns None while they are open).
+        voice: Transcribes voice notes before the engine runs
+            (conversation/voice.py), or None (off).
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class TurnService:
         responders: Sequence[Responder] = (),
         settings: TurnSettings | None = None,
         handover_note: Callable[[], str | None] | None = None,
+        voice: VoiceNotes | None = None,
     ) -> None:
         self.session = session
         self.runner = runner
@@ -111,6 +115,7 @@ class TurnService:
         self.responders = tuple(responders)
         self.settings = settings or TurnSettings()
         self.handover_note = handover_note
+        self.voice = voice
 
     # -- inbound messages ----------------------------------------------------
 
@@ -162,15 +167,33 @@ class TurnService:
             # Answered in the webhook's TwiML: within Twilio's 15 s, or not at all.
             runner = replace(runner, turn_seconds=self.settings.deadline_seconds)
 
+        heard: list[Heard] = []
+
         def engine(execution: ExecutionState | None, contact: Contact, history: History):
-            return runner.run_turn(
+            message, turn_runner = inbound, runner
+            voice = self.voice
+            if voice is not None and voice.applies(inbound, execution and execution.flow_id):
+                # A voice note: transcribed here, with no connection held, in
+                # the worker when turns are queued (the webhook only stored it).
+                heard.append(voice.listen(inbound, runner.turn_seconds))
+                if heard[0].inbound is None:
+                    return TurnResult(execution, [Reply(heard[0].reply or "", author="system")])
+                message = heard[0].inbound
+                if runner.turn_seconds:  # the flow gets what is left of the deadline
+                    left = max(runner.turn_seconds - heard[0].seconds, 0.1)
+                    turn_runner = replace(runner, turn_seconds=left)
+            return turn_runner.run_turn(
                 execution,
-                inbound,
+                message,
                 contact,
                 history,
                 flow_id=flow_id,
                 entitlements=self.entitlements,
             )
+
+        def record(store: SqlStore, *_: object) -> None:
+            if heard:
+                store.note_transcript(stored.message_id, heard[0].record)
 
         plan = TurnPlan(
             contact_id=stored.contact_id,
@@ -180,6 +203,7 @@ class TurnService:
             inbound=stored,
             incoming=incoming,
             responders=True,
+            on_commit=record,
         )
         return self.execute(plan, token=token)
 
@@ -383,7 +407,10 @@ class TurnService:
             if isinstance(result.error, TurnTimedOut):
                 status = "timed_out"
             calls = [call.recorded() for call in result.llm_calls]
-            store.finish_inbound(plan.inbound.message_id, status, execution_id, flow_id, calls)
+            decisions = [decision.recorded() for decision in result.moderation]
+            store.finish_inbound(
+                plan.inbound.message_id, status, execution_id, flow_id, calls, decisions
+            )
         if plan.on_commit is not None:
             plan.on_commit(store, result, execution_id, ids)
         session.commit()

@@ -92,7 +92,10 @@ class Dashboard:
         since: The range's first day.
         until: The range's last day.
         totals: Headline figures over the range: ``contacts``, ``messages_in``,
-            ``messages_out``, ``llm_calls``, ``tokens``, ``cost_usd``, ``failures``.
+            ``messages_out``, ``llm_calls``, ``tokens``, ``cost_usd``, ``failures``,
+            ``moderation`` (moderation decisions: flagged, or a check failed) and
+            ``moderation_blocked`` (those that kept the model or its reply from the
+            contact: a safe message or the fallback).
         messages_per_day: ``{day, direction, channel, messages}`` rows.
         active_contacts: Contacts who wrote in the range.
         active_contacts_per_day: ``{day, contacts}`` rows.
@@ -209,6 +212,13 @@ def build(session: Session, days: int | Range = 30, flow: str | None = None) -> 
         sa.select(day, sa.func.count()).where(failed).group_by(day).order_by(day)
     ).all()
 
+    decisions = [
+        decision
+        for recorded in session.scalars(
+            sa.select(Message.moderation).where(recent, Message.moderation.is_not(None))
+        )
+        for decision in recorded or []
+    ]
     messages = [
         {"day": d, "direction": direction, "channel": channel, "messages": n}
         for d, direction, channel, n in per_day
@@ -227,6 +237,8 @@ def build(session: Session, days: int | Range = 30, flow: str | None = None) -> 
             "tokens": sum(r["tokens"] for r in tokens),
             "cost_usd": round(sum(r["cost_usd"] for r in tokens), 6),
             "failures": sum(r["failures"] for r in by_code),
+            "moderation": len(decisions),
+            "moderation_blocked": sum(d.get("action") != "allow" for d in decisions),
         },
         messages_per_day=messages,
         active_contacts=active or 0,

@@ -31,6 +31,8 @@ class Filters:
         tag: A curation tag.
         rating: The lowest rating (1 to 5).
         published: True: published only; False: unpublished only.
+        moderated: Only conversations with a moderation decision
+            (`Message.moderation`: something was flagged, or a check failed).
         since: Last message on or after this date.
         until: Last message on or before this date.
         page: 1-based page number.
@@ -43,6 +45,7 @@ class Filters:
     tag: str = ""
     rating: int | None = None
     published: bool | None = None
+    moderated: bool = False
     since: dt.date | None = None
     until: dt.date | None = None
     page: int = 1
@@ -120,6 +123,8 @@ def _conditions(session: Session, filters: Filters) -> list[sa.ColumnElement[boo
         conditions.append(Curation.published.is_(True))
     elif filters.published is False:
         conditions.append(sa.or_(Curation.published.is_(None), Curation.published.is_(False)))
+    if filters.moderated:
+        conditions.append(has_message(Message.moderation.is_not(None)))
     if filters.since:
         start = dt.datetime.combine(filters.since, dt.time(), dt.UTC)
         conditions.append(Conversation.last_message_at >= start)

@@ -27,6 +27,7 @@ from jinja2 import UndefinedError
 
 from engine.flow import Flow
 from engine.graph import Edge, can_finish, edges
+from engine.ports import InboundMessage
 from engine.steps import STEP_KINDS, StepBase
 from engine.steps.base import TemplateUse
 from engine.templating import TemplateFailure, Templates
@@ -236,7 +237,7 @@ def sample_context(flow: Flow) -> dict[str, Any]:
     return {
         "contact": {"name": "Sam", "phone": "+15550100100", "channel": "whatsapp"},
         "vars": variables,
-        "input": {"text": "sample", "channel": "whatsapp", "media": []},
+        "input": InboundMessage(text="sample", channel="whatsapp").as_context(),
         "steps": {step_id: Sample(step_id) for step_id in flow.steps},
         "flow": {"id": flow.id, "description": flow.description},
         "now": dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC),

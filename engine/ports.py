@@ -52,6 +52,8 @@ class InboundMessage:
             or None.
         to: The number or sender it was written to (Twilio's ``To``), which
             picks among flows bound to numbers; None when unknown.
+        transcribed: Whether `text` is the transcript of a voice note (the
+            audio stays in `media`).
     """
 
     text: str
@@ -62,13 +64,15 @@ class InboundMessage:
     button: dict[str, str] | None = None
     location: dict[str, Any] | None = None
     to: str | None = None
+    transcribed: bool = False
 
     def as_context(self) -> dict[str, Any]:
         """The ``input`` variable of templates.
 
         Returns:
-            ``{text, channel, media, media_types, button, location}``: ``media``
-            is the list of URLs, ``button`` and ``location`` None when absent.
+            ``{text, channel, media, media_types, button, location,
+            transcribed}``: ``media`` is the list of URLs, ``button`` and
+            ``location`` None when absent.
         """
         return {
             "text": self.text,
@@ -77,6 +81,7 @@ class InboundMessage:
             "media_types": list(self.media_types),
             "button": dict(self.button) if self.button else None,
             "location": dict(self.location) if self.location else None,
+            "transcribed": self.transcribed,
         }
 
 
@@ -165,6 +170,42 @@ class LLM(Protocol):
 
         Raises:
             LLMError: the call failed after the client's retries.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class ModerationResult:
+    """What a moderation endpoint says about one text (OpenAI's ``results[0]``).
+
+    Attributes:
+        categories: Category → whether the endpoint flagged it
+            (e.g. ``{"self-harm": True, "violence": False}``).
+        scores: Category → its score, 0 to 1 (``category_scores``).
+    """
+
+    categories: dict[str, bool]
+    scores: dict[str, float]
+
+
+class ModerationError(Exception):
+    """A moderation call failed (timeout, server error, no client configured)."""
+
+
+class Moderation(Protocol):
+    """A moderation classifier (`engine.moderation` decides what its answer means)."""
+
+    def moderate(self, text: str, model: str, timeout: float | None) -> ModerationResult:
+        """Classify `text`.
+
+        Args:
+            text: The text to check.
+            model: The moderation model, e.g. ``omni-moderation-latest``.
+            timeout: The most seconds the call may take (the turn's time left),
+                or None for the client's own.
+
+        Raises:
+            ModerationError: the call failed after the client's retries.
         """
         ...
 

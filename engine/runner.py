@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from engine import calls
 from engine.flow import DEFAULT_FALLBACK, Flow, FlowSet
+from engine.moderation import Moderator
 from engine.ports import (
     HTTP,
     LLM,
@@ -82,6 +83,9 @@ class Runner:
             inline turn, under Twilio's 15 s): each model and HTTP call gets the
             time left, and past it the turn answers with the fallback
             (`TurnTimedOut`); None: no deadline.
+        moderator: Checks the contact's text before ``llm`` steps and the
+            model's replies before they are sent (``moderation`` in
+            ``_settings.yaml``); None: off.
     """
 
     flows: FlowSet
@@ -93,6 +97,7 @@ class Runner:
     http: HTTP = field(default_factory=NoHTTP)
     env: Mapping[str, str] = field(default_factory=dict)
     turn_seconds: float | None = None
+    moderator: Moderator | None = None
 
     def has_step(self, flow_id: str, step_id: str) -> bool:
         """Whether the loaded flow `flow_id` has a step `step_id`."""
@@ -377,6 +382,8 @@ class Runner:
             env=self.env,
             deadline=time.monotonic() + self.turn_seconds if self.turn_seconds else None,
             deadline_seconds=self.turn_seconds or 0.0,
+            moderator=self.moderator,
+            moderation=result.moderation,
         )
         context.llm = RecordingLLM(self.llm, context, result.llm_calls)
         return context

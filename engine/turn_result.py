@@ -24,6 +24,7 @@ from engine.ports import (
 )
 
 if TYPE_CHECKING:
+    from engine.moderation import Decision
     from engine.steps.base import StepContext, StepError
 
 
@@ -91,6 +92,7 @@ class TurnResult:
         effects: What the turn asks of the world outside the engine
             (`engine.effects`), in order, for the turn service to carry out.
         llm_calls: The model calls the turn made, in order, failed ones included.
+        moderation: The turn's moderation decisions (`engine.moderation`), in order.
     """
 
     execution: ExecutionState | None
@@ -100,6 +102,7 @@ class TurnResult:
     started: bool = False
     effects: list[Effect] = field(default_factory=list)
     llm_calls: list[LLMCall] = field(default_factory=list)
+    moderation: list[Decision] = field(default_factory=list)
 
 
 def history_with_turn(

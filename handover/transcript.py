@@ -52,6 +52,16 @@ class Entry:
         }
 
 
+def _text(row: Message) -> str:
+    """The message's body, and a voice note's transcript (conversation/voice.py) after it."""
+    heard = (row.media or {}).get("transcript") or {}
+    if heard.get("text"):
+        return f"{row.body}\n(voice note) {heard['text']}".strip()
+    if heard.get("error"):
+        return f"{row.body}\n(voice note, not transcribed)".strip()
+    return row.body
+
+
 _EVENT_TEXT = {
     "handover": "{actor} handed over to {target}",
     "handover_confirmed": "{actor} accepted the handover",
@@ -78,7 +88,7 @@ def transcript(
             f"m{row.id}",
             "message",
             row.author,
-            row.body,
+            _text(row),
             row.direction,
             row.status,
             row.created_at,

@@ -12,13 +12,23 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
-from engine.ports import LLM, LLMError, LLMRequest, LLMResponse, LLMUnavailable, LLMUsage
+from engine.ports import (
+    LLM,
+    LLMError,
+    LLMRequest,
+    LLMResponse,
+    LLMUnavailable,
+    LLMUsage,
+    ModerationError,
+    ModerationResult,
+)
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_MAX_USER_CHARS",
     "DEFAULT_TIMEOUT",
     "OpenAILLM",
+    "TranscriptionError",
     "UnconfiguredLLM",
     "openai_llm",
 ]
@@ -45,6 +55,10 @@ UNCONFIGURED_MESSAGE = (
     "No LLM is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL for an "
     "OpenAI-compatible server other than OpenAI's)."
 )
+
+
+class TranscriptionError(Exception):
+    """Audio could not be transcribed (the API failed after retries, or answered nothing)."""
 
 
 class OpenAILLM:
@@ -240,6 +254,87 @@ class OpenAILLM:
         )
         return result
 
+    def moderate(self, text: str, model: str, timeout: float | None) -> ModerationResult:
+        """Classify `text` with the moderation endpoint (`engine.ports.Moderation`).
+
+        Args:
+            text: The text (cut to `max_user_chars`, as for the model).
+            model: The moderation model, e.g. ``omni-moderation-latest``.
+            timeout: The most seconds the call may take (the turn's time left).
+
+        Returns:
+            The first result's ``categories`` and ``category_scores``.
+
+        Raises:
+            ModerationError: the call failed after the client's retries, or the
+                answer had no result.
+        """
+        import openai
+
+        client = self._client
+        if timeout is not None:
+            attempt = min(self.timeout, timeout)
+            retries = self.max_retries if attempt * (self.max_retries + 1) <= timeout else 0
+            client = client.with_options(timeout=attempt, max_retries=retries)
+        try:
+            answer = client.moderations.create(model=model, input=text[: self.max_user_chars])
+        except openai.APIStatusError as exc:
+            raise ModerationError(f"HTTP {exc.status_code}: {_error_message(exc)}") from exc
+        except openai.APIError as exc:
+            raise ModerationError(f"{type(exc).__name__}: {exc}") from exc
+        if not answer.results:
+            raise ModerationError("the moderation endpoint returned no result")
+        result = answer.results[0]
+        categories = result.categories.model_dump(by_alias=True)
+        scores = result.category_scores.model_dump(by_alias=True)
+        return ModerationResult(
+            categories={name: bool(value) for name, value in categories.items()},
+            scores={name: float(value or 0.0) for name, value in scores.items()},
+        )
+
+    def transcribe(
+        self,
+        audio: bytes,
+        filename: str,
+        content_type: str,
+        model: str,
+        language: str | None,
+        timeout: float | None,
+    ) -> str:
+        """Speech to text with ``/v1/audio/transcriptions`` (`conversation.voice.Transcriber`).
+
+        Args:
+            audio: The audio file's bytes (sent as a multipart upload).
+            filename: Its name; the extension tells the API the format.
+            content_type: Its MIME type.
+            model: ``gpt-4o-mini-transcribe``, ``whisper-1``...
+            language: ISO-639-1 hint, or None.
+            timeout: The most seconds the call may take, retries included.
+
+        Returns:
+            The transcript's text.
+
+        Raises:
+            TranscriptionError: the call failed after the
+                client's retries.
+        """
+        import openai
+
+        client = self._client
+        if timeout is not None:
+            retries = self.max_retries if timeout >= 2 * DEFAULT_TIMEOUT else 0
+            client = client.with_options(timeout=timeout, max_retries=retries)
+        extra: dict[str, Any] = {"language": language} if language else {}
+        try:
+            answer = client.audio.transcriptions.create(
+                model=model, file=(filename, audio, content_type), response_format="json", **extra
+            )
+        except openai.APIStatusError as exc:
+            raise TranscriptionError(f"HTTP {exc.status_code}: {_error_message(exc)}") from exc
+        except openai.APIError as exc:
+            raise TranscriptionError(f"{type(exc).__name__}: {exc}") from exc
+        return str(answer.text)
+
 
 class UnconfiguredLLM:
     """The `engine.ports.LLM` used when no LLM is configured: every call fails.
@@ -261,6 +356,22 @@ class UnconfiguredLLM:
             LLMUnavailable: Always.
         """
         raise LLMUnavailable(UNCONFIGURED_MESSAGE)
+
+    def moderate(self, text: str, model: str, timeout: float | None) -> ModerationResult:
+        """Refuse the check (moderation's ``on_error`` applies).
+
+        Raises:
+            ModerationError: Always.
+        """
+        raise ModerationError(UNCONFIGURED_MESSAGE)
+
+    def transcribe(self, audio: bytes, filename: str, content_type: str, *_: Any) -> str:
+        """Refuse the transcription (the contact gets the voice notes' reply).
+
+        Raises:
+            TranscriptionError: Always.
+        """
+        raise TranscriptionError(UNCONFIGURED_MESSAGE)
 
 
 def openai_llm(

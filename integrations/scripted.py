@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.ports import LLM, LLMRequest, LLMResponse, LLMUsage
+from engine.ports import LLM, LLMRequest, LLMResponse, LLMUsage, ModerationResult
 
 #: The ``OPENAI_BASE_URL`` value that selects the scripted model.
 SCRIPTED_URL = "scripted"
@@ -69,6 +69,20 @@ class ScriptedDemoLLM:
     """
 
     model: str = MODEL_NAME
+
+    def moderate(self, text: str, model: str, timeout: float | None) -> ModerationResult:
+        """Flag nothing (the demo has no moderation model)."""
+        return ModerationResult(categories={}, scores={})
+
+    def transcribe(self, audio: bytes, *_: Any) -> str:
+        """Refuse (the demo has no speech model): the contact gets the voice notes' reply.
+
+        Raises:
+            TranscriptionError: Always.
+        """
+        from integrations.openai import TranscriptionError
+
+        raise TranscriptionError("the scripted demo model cannot listen to voice notes")
 
     def complete(self, request: LLMRequest) -> LLMResponse:
         """Answer `request` from the script; never fails, never calls the network."""

@@ -640,3 +640,73 @@ class TwilioSender:
         session = getattr(self._client.http_client, "session", None)
         if session is not None:
             session.close()
+
+
+class MediaError(Exception):
+    """Inbound media could not be downloaded (refused, too large, timeout)."""
+
+
+#: Where Twilio serves inbound media (``MediaUrl{N}``); credentials go nowhere else.
+TWILIO_MEDIA_HOSTS = frozenset({"api.twilio.com"})
+
+
+class TwilioMedia:
+    """Downloads inbound media from Twilio (`conversation.voice.MediaFetcher`).
+
+    Twilio's media URLs need HTTP Basic auth with the account SID and auth
+    token when the account's media authentication is on (the default for new
+    accounts); the download then redirects to a short-lived URL of its CDN, to
+    which httpx sends no credentials (another origin). The credentials are
+    sent only to Twilio's API host (or `api_base_url`, a test fake): a media
+    URL elsewhere is refused.
+
+    Args:
+        account_sid: ``TWILIO_ACCOUNT_SID``.
+        auth_token: ``TWILIO_AUTH_TOKEN``.
+        api_base_url: ``TWILIO_API_BASE`` (tests), whose host is allowed too.
+    """
+
+    def __init__(self, account_sid: str, auth_token: str, api_base_url: str | None = None) -> None:
+        import httpx
+
+        self._auth = httpx.BasicAuth(account_sid, auth_token)
+        hosts = set(TWILIO_MEDIA_HOSTS)
+        if api_base_url:
+            hosts.add(httpx.URL(api_base_url).host)
+        self.hosts = frozenset(hosts)
+
+    def fetch(self, url: str, max_bytes: int, timeout: float) -> tuple[bytes, str]:
+        """The media's bytes and content type, read up to `max_bytes`.
+
+        Raises:
+            MediaError: not a Twilio URL, an HTTP error, a
+                timeout, or more than `max_bytes`.
+        """
+        import httpx
+
+        try:
+            host = httpx.URL(url).host
+        except httpx.InvalidURL as error:
+            raise MediaError(f"not a URL: {error}") from error
+        if host not in self.hosts:
+            raise MediaError(f"media on {host!r} is not Twilio's: not downloaded")
+        try:
+            client = httpx.Client(timeout=timeout, follow_redirects=True, max_redirects=3)
+            with client, client.stream("GET", url, auth=self._auth) as response:
+                if response.status_code != 200:
+                    raise MediaError(f"HTTP {response.status_code} from Twilio's media URL")
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > max_bytes:
+                    raise MediaError(f"{int(declared)} bytes, over the {max_bytes} limit")
+                chunks, size = [], 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise MediaError(f"over the {max_bytes}-byte limit")
+                    chunks.append(chunk)
+                kind = response.headers.get("content-type", "")
+        except httpx.TimeoutException as error:
+            raise MediaError(f"timed out after {timeout:g} s") from error
+        except httpx.HTTPError as error:
+            raise MediaError(f"{type(error).__name__}: {error}") from error
+        return b"".join(chunks), kind

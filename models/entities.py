@@ -116,7 +116,8 @@ class Message(Base):
     """``contact``, ``bot``, ``agent:<id>`` or ``system``."""
     body: Mapped[str] = mapped_column(sa.Text, default="")
     media: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    """``{"urls": [...]}`` for inbound media."""
+    """``{"urls": [...]}`` for inbound media, with ``types``, ``button``, ``location``,
+    and a voice note's ``transcript`` (``{"text" or "error", "model", "bytes", "ms"}``)."""
     message_sid: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     """Twilio's ``MessageSid`` (unique); None until Twilio assigns one."""
     status: Mapped[str] = mapped_column(sa.String(16))
@@ -139,6 +140,9 @@ class Message(Base):
     llm_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     """Inbound only: the model calls of its turn, in order, as the model answered
     (`engine.runner.LLMCall.recorded`): what a conversation test scripts."""
+    moderation: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    """Inbound only: the moderation decisions of its turn (`engine.moderation.Decision.recorded`):
+    direction, step, category, score, action; None when nothing was flagged."""
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
 

@@ -475,6 +475,20 @@ class SqlStore:
             )
         return ids
 
+    def note_transcript(self, message_id: int, transcript: Mapping[str, Any]) -> None:
+        """Keep a voice note's transcript with the message: ``media["transcript"]``.
+
+        `transcript` is ``{"model", "bytes", "ms"}`` and ``text``, or ``error``
+        when it failed (conversation/voice.py).
+        """
+        media = self.session.scalar(
+            sa.select(message_table.c.media).where(message_table.c.id == message_id)
+        )
+        value = {**(media or {}), "transcript": dict(transcript)}
+        self.session.execute(
+            sa.update(message_table).where(message_table.c.id == message_id).values(media=value)
+        )
+
     def finish_inbound(
         self,
         message_id: int,
@@ -482,13 +496,15 @@ class SqlStore:
         execution_id: int | None,
         flow_id: str | None,
         llm_calls: list[dict[str, Any]] | None = None,
+        moderation: list[dict[str, Any]] | None = None,
     ) -> None:
         """Record how the inbound message's turn ended (``done``, ``failed``, ``skipped``).
 
         Also moves the conversation's ``last_message_at`` up to the message's
         arrival (the webhook leaves the conversation row alone: a send may
         hold its lock). `llm_calls`, when given, are the turn's model calls
-        (`Message.llm_calls`).
+        (`Message.llm_calls`); `moderation`, the turn's moderation decisions
+        (`Message.moderation`).
         """
         values: dict[str, Any] = {
             "turn_status": turn_status,
@@ -497,6 +513,8 @@ class SqlStore:
         }
         if llm_calls:
             values["llm_calls"] = llm_calls
+        if moderation:
+            values["moderation"] = moderation
         self.session.execute(
             sa.update(message_table).where(message_table.c.id == message_id).values(**values)
         )

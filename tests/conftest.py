@@ -71,12 +71,9 @@ def fake_twilio_server() -> Iterator[FakeTwilio]:
 @pytest.fixture
 def fake_twilio(fake_twilio_server: FakeTwilio) -> Iterator[FakeTwilio]:
     """The fake Twilio REST API, with no messages recorded yet."""
-    fake_twilio_server.requests.clear()
-    fake_twilio_server.faults.clear()
-    fake_twilio_server.attempts = 0
+    fake_twilio_server.reset()
     yield fake_twilio_server
-    fake_twilio_server.requests.clear()
-    fake_twilio_server.faults.clear()
+    fake_twilio_server.reset()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

@@ -280,6 +280,7 @@ def test_parse_real_whatsapp_payloads() -> None:
         "media_types": [],
         "button": None,
         "location": None,
+        "transcribed": False,
     }
     assert text.profile_name is None and text.wa_id is None
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from engine.effects import Effect
+from engine.effects import Effect, HandOver
+from engine.moderation import Decision, Moderator
 from engine.ports import (
     HTTP,
     LLM,
@@ -205,6 +206,9 @@ class StepContext:
         deadline: When the turn must be done (`time.monotonic` seconds), or
             None; `time_left` gives each model and HTTP call what is left.
         deadline_seconds: The deadline's length, for messages.
+        moderator: Checks the contact's text and the model's replies
+            (`engine.moderation`), or None when moderation is off.
+        moderation: The turn's moderation decisions, in order.
     """
 
     flow: Flow
@@ -224,6 +228,43 @@ class StepContext:
     env: Mapping[str, str] = field(default_factory=dict)
     deadline: float | None = None
     deadline_seconds: float = 0.0
+    moderator: Moderator | None = None
+    moderation: list[Decision] = field(default_factory=list)
+    input_moderated: bool = False
+
+    def moderate_input(self) -> Decision | None:
+        """Check the contact's text of this turn, once per turn (before a model call).
+
+        Returns:
+            The decision, or None when moderation is off, the text was already
+            checked this turn, or nothing was flagged.
+        """
+        if self.moderator is None or self.input is None or self.input_moderated:
+            return None
+        self.input_moderated = True
+        decision = self.moderator.decide(self.input.text, "inbound", self.step_id, self.time_left())
+        if decision is not None:
+            self.moderation.append(decision)
+        return decision
+
+    def moderate_reply(self, text: str) -> Decision | None:
+        """Check a model's reply before it is sent; None when off or nothing was flagged."""
+        if self.moderator is None or not self.moderator.settings.check_replies:
+            return None
+        decision = self.moderator.decide(text, "outbound", self.step_id, self.time_left())
+        if decision is not None:
+            self.moderation.append(decision)
+        return decision
+
+    def safe_message(self) -> None:
+        """Send the moderation's safe message and hand over when it is configured to."""
+        assert self.moderator is not None
+        settings = self.moderator.settings
+        self.replies.append(
+            Reply(text=settings.safe_message.strip(), step_id=self.step_id, author="system")
+        )
+        if settings.handover:
+            self.emit(HandOver(settings.handover))
 
     def time_left(self) -> float | None:
         """Seconds left before the turn's deadline (None: no deadline).
@@ -308,6 +349,7 @@ NO_INPUT: dict[str, Any] = {
     "media_types": [],
     "button": None,
     "location": None,
+    "transcribed": False,
 }
 
 

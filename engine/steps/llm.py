@@ -42,6 +42,7 @@ from engine.steps.base import (
     StepResult,
     TemplateUse,
     Timeout,
+    Wait,
 )
 from engine.steps.llm_modes import run_mode
 
@@ -138,14 +139,40 @@ class LLMStep(StepBase):
 
     def enter(self, context: StepContext) -> StepResult:
         """The first turn of the step (the only one, for ``classify`` and ``extract``)."""
-        if self.llm.mode != "reply":
-            return run_mode(self, context, _JSON_TYPES)
         context.state["turns"] = 0
-        return self._turn(context)
+        return self.resume(context)
 
     def resume(self, context: StepContext) -> StepResult:
         """A further turn, with the contact's new message."""
+        stop = self._moderate_input(context)
+        if stop is not None:
+            return stop
+        if self.llm.mode != "reply":
+            context.state.pop("turns", None)
+            return run_mode(self, context, _JSON_TYPES)
         return self._turn(context)
+
+    def _moderate_input(self, context: StepContext) -> StepResult | None:
+        """The contact's text flagged (`engine.moderation`): what happens instead of the model.
+
+        Returns:
+            None to call the model; `Wait` after the safe message (the step
+            runs again on the contact's next message, or after a handback).
+
+        Raises:
+            StepError: the action is ``fallback`` (retryable: the step stays).
+        """
+        decision = context.moderate_input()
+        if decision is None or decision.action == "allow":
+            return None
+        if decision.action == "fallback":
+            raise StepError(
+                context.step_id,
+                f"moderation flagged the contact's message ({decision.category or decision.error})",
+                retryable=True,
+            )
+        context.safe_message()
+        return Wait()
 
     def output_schema(self) -> dict[str, Any] | None:
         """The JSON Schema of ``output`` (all fields required, no others), or None."""
@@ -193,6 +220,14 @@ class LLMStep(StepBase):
             text = str(output.get("reply", ""))
         else:
             text = response.text
+        decision = context.moderate_reply(text)
+        if decision is not None and decision.action != "allow":
+            # Never sent: the flow's fallback instead (retryable: the step stays).
+            raise StepError(
+                context.step_id,
+                f"moderation flagged the model's reply ({decision.category or decision.error})",
+                retryable=True,
+            )
         context.say(text, usage=response.usage)
 
         value = output if output is not None else response.text

@@ -169,6 +169,16 @@ class FakeOpenAI:
             scripted reply is queued (a fake model that answers some prompts
             well and others badly, a judge); None for `default_reply`.
             `prompt_of` and `schema_name_of` read a body.
+        moderation_requests: The JSON bodies of ``POST /v1/moderations``
+            requests, in order (kept apart from `requests`).
+        moderate: Computes the answer to a moderation request from its input
+            text: the flagged categories with their scores (``{"self-harm":
+            0.93}``), or an `Error`; None (the default) flags nothing.
+        transcription_requests: ``{"model", "filename", "content_type",
+            "audio", "language", "response_format"}`` of each ``POST
+            /v1/audio/transcriptions`` (a multipart upload), in order.
+        transcribe: Computes the transcript from the audio's bytes, or an
+            `Error`; None (the default) answers ``"(transcript)"``.
     """
 
     def __init__(
@@ -184,6 +194,10 @@ class FakeOpenAI:
         self.request_headers: list[dict[str, str]] = []
         self.on_request: Callable[[dict[str, Any]], None] | None = None
         self.answer: Callable[[dict[str, Any]], ScriptedReply] | None = None
+        self.moderation_requests: list[dict[str, Any]] = []
+        self.moderate: Callable[[str], Mapping[str, float] | Error] | None = None
+        self.transcription_requests: list[dict[str, Any]] = []
+        self.transcribe: Callable[[bytes], str | Error] | None = None
         self._queue: deque[ScriptedReply] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -289,6 +303,10 @@ class FakeOpenAI:
             self._queue.clear()
             self.requests.clear()
             self.request_headers.clear()
+            self.moderation_requests.clear()
+            self.transcription_requests.clear()
+        self.moderate = None
+        self.transcribe = None
         self.delay_seconds = 0.0
         self.on_request = None
         self.answer = None
@@ -305,10 +323,17 @@ class FakeOpenAI:
 
     def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
-        response = self._handle(request)
+        try:
+            response = self._handle(request)
+        finally:
+            request.close()  # an upload's temporary file, too
         return response(environ, start_response)
 
     def _handle(self, request: Request) -> Response:
+        if request.path == "/v1/moderations" and request.method == "POST":
+            return self._moderation(request)
+        if request.path == "/v1/audio/transcriptions" and request.method == "POST":
+            return self._transcription(request)
         if request.path != "/v1/chat/completions":
             return _json_response(
                 404,
@@ -363,6 +388,85 @@ class FakeOpenAI:
         if not isinstance(reply, Reply):
             reply = Reply(content=reply)
         return _json_response(200, _completion(number, model, body, reply), headers)
+
+    def _moderation(self, request: Request) -> Response:
+        """``POST /v1/moderations``: OpenAI's moderation object (``results[]``)."""
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or "input" not in body:
+            return _json_response(400, Error(400, {"param": "input"}).envelope(""))
+        with self._lock:
+            self.moderation_requests.append(body)
+            number = next(self._ids)
+            moderate = self.moderate
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        results = []
+        for text in texts:
+            text = text if isinstance(text, str) else str(text.get("text", ""))
+            flagged = moderate(text) if moderate is not None else {}
+            if isinstance(flagged, Error):
+                return _json_response(flagged.status, flagged.envelope(""))
+            results.append(_moderation_result(flagged))
+        model = str(body.get("model") or "omni-moderation-latest")
+        return _json_response(
+            200, {"id": f"modr-fake{number:024d}", "model": model, "results": results}
+        )
+
+    def _transcription(self, request: Request) -> Response:
+        """``POST /v1/audio/transcriptions``: multipart ``file`` and ``model``; ``{"text"}``."""
+        upload = request.files.get("file")
+        model = request.form.get("model")
+        if upload is None or not model:
+            missing = "file" if upload is None else "model"
+            return _json_response(400, Error(400, {"param": missing}).envelope(""))
+        audio = upload.read()
+        with self._lock:
+            self.transcription_requests.append(
+                {
+                    "model": model,
+                    "filename": upload.filename,
+                    "content_type": upload.content_type,
+                    "audio": audio,
+                    "language": request.form.get("language"),
+                    "response_format": request.form.get("response_format"),
+                }
+            )
+            transcribe = self.transcribe
+        text = transcribe(audio) if transcribe is not None else "(transcript)"
+        if isinstance(text, Error):
+            return _json_response(text.status, text.envelope(model))
+        return _json_response(200, {"text": text})
+
+
+#: The categories of ``omni-moderation-latest``, and the input types each applies to.
+MODERATION_CATEGORIES: dict[str, list[str]] = {
+    "harassment": ["text"],
+    "harassment/threatening": ["text"],
+    "hate": ["text"],
+    "hate/threatening": ["text"],
+    "illicit": ["text"],
+    "illicit/violent": ["text"],
+    "self-harm": ["text", "image"],
+    "self-harm/instructions": ["text", "image"],
+    "self-harm/intent": ["text", "image"],
+    "sexual": ["text", "image"],
+    "sexual/minors": ["text"],
+    "violence": ["text", "image"],
+    "violence/graphic": ["text", "image"],
+}
+
+
+def _moderation_result(flagged: Mapping[str, float]) -> dict[str, Any]:
+    """One ``results[]`` entry: every category, flagged where `flagged` names it."""
+    return {
+        "flagged": bool(flagged),
+        "categories": {name: name in flagged for name in MODERATION_CATEGORIES},
+        "category_scores": {
+            name: float(flagged.get(name, 0.00012)) for name in MODERATION_CATEGORIES
+        },
+        "category_applied_input_types": {
+            name: types if name in flagged else [] for name, types in MODERATION_CATEGORIES.items()
+        },
+    }
 
 
 def _completion(number: int, model: str, body: dict[str, Any], reply: Reply) -> dict[str, Any]:

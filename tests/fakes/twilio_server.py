@@ -19,6 +19,9 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 MESSAGES_PATH = re.compile(r"/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages\.json")
+MEDIA_PATH = re.compile(
+    r"/2010-04-01/Accounts/AC[0-9a-f]{32}/Messages/MM[0-9a-f]{32}/Media/ME[0-9a-f]{32}"
+)
 
 
 class FakeTwilio:
@@ -34,6 +37,8 @@ class FakeTwilio:
             with, one each, before accepting again; refused requests are not
             in `requests`.
         attempts: How many message requests arrived, refused ones included.
+        media: Inbound media it serves (`add_media`), by path: (bytes, content type).
+        media_requests: ``{"path", "authorized"}`` of each media download, in order.
     """
 
     def __init__(self, account_sid: str, auth_token: str) -> None:
@@ -42,6 +47,8 @@ class FakeTwilio:
         self.requests: list[dict[str, Any]] = []
         self.faults: list[int] = []
         self.attempts = 0
+        self.media: dict[str, tuple[bytes, str]] = {}
+        self.media_requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -55,6 +62,46 @@ class FakeTwilio:
     def bodies(self) -> list[str]:
         """The ``Body`` of each message sent, in order."""
         return [request["form"].get("Body", "") for request in self.requests]
+
+    def reset(self) -> None:
+        """Forget the messages, faults, media and downloads (between tests)."""
+        with self._lock:
+            self.requests.clear()
+            self.faults.clear()
+            self.attempts = 0
+            self.media.clear()
+            self.media_requests.clear()
+
+    def add_media(self, data: bytes, content_type: str) -> str:
+        """Serve `data` as an inbound message's media, as Twilio does (Basic auth required).
+
+        Returns:
+            Its ``MediaUrl``.
+        """
+        path = (
+            f"/2010-04-01/Accounts/{self.account_sid}/Messages/MM{secrets.token_hex(16)}"
+            f"/Media/ME{secrets.token_hex(16)}"
+        )
+        self.media[path] = (data, content_type)
+        return self.base_url + path
+
+    def _serve_media(self, request: Request) -> Response:
+        """``GET`` a media URL: 401 without the account's Basic auth, 404 when unknown."""
+        authorized = request.headers.get("Authorization") == self._basic()
+        with self._lock:
+            self.media_requests.append({"path": request.path, "authorized": authorized})
+        if not authorized:
+            return self._json({"code": 20003, "message": "Authenticate", "status": 401}, 401)
+        found = self.media.get(request.path)
+        if found is None:
+            error = {"code": 20404, "message": "The requested resource was not found"}
+            return self._json({**error, "status": 404}, 404)
+        data, content_type = found
+        return Response(data, status=200, content_type=content_type)
+
+    def _basic(self) -> str:
+        pair = f"{self.account_sid}:{self.auth_token}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
 
     def __enter__(self) -> Self:
         self._server = make_server("127.0.0.1", 0, self, threaded=True)
@@ -70,6 +117,8 @@ class FakeTwilio:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
+        if request.method == "GET" and MEDIA_PATH.fullmatch(request.path):
+            return self._serve_media(request)(environ, start_response)
         match = MESSAGES_PATH.fullmatch(request.path)
         if request.method != "POST" or match is None:
             return self._json({"code": 20404, "message": "Not Found", "status": 404}, 404)(

@@ -56,6 +56,7 @@ class SearchArgs(BaseModel):
     tag: _TERM = ""
     rating: int | None = Field(default=None, ge=1, le=5)
     published: Literal["", "yes", "no"] = ""
+    moderated: Literal["", "yes"] = ""
     since: _DAY | None = None
     until: _DAY | None = None
     page: int = Field(default=1, ge=1, le=1_000_000)
@@ -81,6 +82,7 @@ def _filters() -> transcripts.Filters:
         tag=args.tag,
         rating=args.rating,
         published={"yes": True, "no": False}.get(args.published),
+        moderated=args.moderated == "yes",
         since=args.since,
         until=args.until,
         page=args.page,
