@@ -34,8 +34,9 @@ from config import (
     reveal,
 )
 from conversation.responders import billing_keyword
-from conversation.runtime import FlowRuntime, init_runtime
+from conversation.runtime import FlowRuntime, load_runtime, store_flow_versions
 from conversation.turn import TurnService, TurnSettings
+from conversation.versions import SqlFlowArchive
 from conversation.voice import Transcriber, VoiceNotes
 from curation.erasure import delete_my_data
 from delivery.outbound import rest_sender, send_stored, twilio_sender
@@ -68,7 +69,7 @@ class Parley:
         runner: The flow runner.
         settings: The app's settings, parsed once.
         flow_error: Why the flows did not load, when they did not.
-        runtime: The responder settings (set by `init_runtime` in `create_app`).
+        runtime: The responder settings (set by `load_runtime` in `create_app`).
     """
 
     flows: FlowSet
@@ -109,6 +110,7 @@ class Parley:
             entitlements=SqlEntitlements(billing),
             responders=runtime.responders(
                 self,
+                session,
                 [
                     billing_keyword(billing),
                     delete_my_data(session, settings.delete_keyword),
@@ -255,7 +257,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     parley = _load_parley(settings, scripted_demo)
     app.extensions["parley"] = parley
     init_celery(app)  # only with REDIS_URL: turns are then queued (tasks/)
-    parley.runtime = init_runtime(app, parley, strict=not _running_flows_command())
+    parley.runtime = load_runtime(parley, strict=not _running_flows_command())
+    app.extensions["parley_runtime"] = parley.runtime
+    parley.flows.archive = SqlFlowArchive(lambda: db.session)  # old versions, read per turn
+    with app.app_context():
+        store_flow_versions(db.session, db.engine, list(parley.flows.flows.values()))
+        db.session.remove()
 
     from web import register_blueprints
 

@@ -1,8 +1,9 @@
-"""Wiring of the flow runtime into the app: responder settings, flow versions, timers.
+"""The flow runtime around the engine: responder settings, flow versions, moderation.
 
-`init_runtime(app)` runs in the app factory, after the flows are loaded: it
-reads ``FLOWS_DIR/_settings.yaml``, stores each loaded flow as a version and
-gives the runner the stored versions (so executions finish on theirs).
+`load_runtime` reads ``FLOWS_DIR/_settings.yaml`` and switches moderation on
+when it is configured; `store_flow_versions` keeps each loaded flow as a
+version, so executions finish on theirs. The app factory calls both (app.py);
+nothing here knows Flask.
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from flask import Flask
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from conversation.responder_settings import ResponderSettings, load_settings
 from conversation.responders import flow_responders
 from conversation.turn import Responder
-from conversation.versions import SqlFlowArchive, store_versions
-from engine.flow import FlowError
+from conversation.versions import store_versions
+from engine.flow import Flow, FlowError
 from engine.moderation import Moderator
 from engine.ports import Moderation
-from models import db
 from models.runtime import FlowVersion
 
 if TYPE_CHECKING:
@@ -46,23 +46,20 @@ class FlowRuntime:
     settings: ResponderSettings
     settings_error: FlowError | None = None
 
-    def responders(self, parley: Parley, others: Sequence[Responder] = ()) -> list[Responder]:
-        """The responders of a turn, bound to the current app context's session."""
+    def responders(
+        self, parley: Parley, session: Session, others: Sequence[Responder] = ()
+    ) -> list[Responder]:
+        """The responders of a turn, bound to the turn's session."""
         if self.settings_error is not None:
             raise self.settings_error
         runner = parley.runner
-        return flow_responders(db.session, self.settings, runner.clock, runner.templates, others)
+        return flow_responders(session, self.settings, runner.clock, runner.templates, others)
 
 
-class _NotMigrated(Exception):
-    """The database has no flow_version table yet."""
-
-
-def init_runtime(app: Flask, parley: Parley, strict: bool = True) -> FlowRuntime:
-    """Load the responder settings, store the flows' versions, give the runner old versions.
+def load_runtime(parley: Parley, strict: bool = True) -> FlowRuntime:
+    """Load the responder settings; give the runner a moderator when moderation is configured.
 
     Args:
-        app: The app.
         parley: The loaded flows and runner.
         strict: Raise on an invalid settings file (False under ``flask flows``,
             which must run to report it).
@@ -77,31 +74,32 @@ def init_runtime(app: Flask, parley: Parley, strict: bool = True) -> FlowRuntime
         if strict:
             raise
         settings, settings_error = ResponderSettings(), error
-    parley.flows.archive = SqlFlowArchive(lambda: db.session)
-    with app.app_context():
-        try:
-            if not sa.inspect(db.engine).has_table(FlowVersion.__tablename__):
-                # Not migrated yet: `flask db upgrade` itself builds the app first.
-                raise _NotMigrated
-            added = store_versions(db.session, parley.flows.flows.values())
-            db.session.commit()
-            if added:
-                log.info("flow.versions.stored count=%d", added)
-        except _NotMigrated:
-            log.debug("flow.versions.not_stored reason=not_migrated")
-        except DBAPIError as error:
-            db.session.rollback()
-            log.warning("flow.versions.not_stored reason=%s", type(error.orig).__name__)
-        finally:
-            db.session.remove()
-            # Start with an empty pool: no connection is shared with forked
-            # workers (gunicorn), nor left open by an app that never serves.
-            db.engine.dispose()
     if settings.moderation is not None:
         # The chat model's client also answers moderation (integrations/openai.py).
         port: Moderation = parley.runner.llm  # type: ignore[assignment]
         parley.runner.moderator = Moderator(port, settings.moderation)
         log.info("moderation.on model=%s", settings.moderation.model)
-    runtime = FlowRuntime(settings=settings, settings_error=settings_error)
-    app.extensions["parley_runtime"] = runtime
-    return runtime
+    return FlowRuntime(settings=settings, settings_error=settings_error)
+
+
+def store_flow_versions(session: Session, engine: sa.Engine, flows: list[Flow]) -> None:
+    """Keep each loaded flow as a version (executions finish on theirs); never raises.
+
+    Before the database is migrated (`flask db upgrade` itself builds the app
+    first) nothing is stored. Ends with an empty pool: no connection is shared
+    with forked workers (gunicorn), nor left open by an app that never serves.
+    """
+    try:
+        if not sa.inspect(engine).has_table(FlowVersion.__tablename__):
+            log.debug("flow.versions.not_stored reason=not_migrated")
+            return
+        added = store_versions(session, flows)
+        session.commit()
+        if added:
+            log.info("flow.versions.stored count=%d", added)
+    except DBAPIError as error:
+        session.rollback()
+        log.warning("flow.versions.not_stored reason=%s", type(error.orig).__name__)
+    finally:
+        session.close()
+        engine.dispose()

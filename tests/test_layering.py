@@ -20,7 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EDGES = ("web/", "cli/", "tasks/", "app.py")
 WIRING = (
     "models/__init__.py",  # init_db: Flask-SQLAlchemy's `db` and Flask-Migrate
-    "conversation/runtime.py",  # init_runtime: flow versions stored at start
 )
 #: Not part of the app: Alembic's environment (run by ``flask db``), benchmarks
 #: (a bare Flask app to compare with), the tests themselves.
