@@ -20,7 +20,7 @@ from engine.ports import Clock
 from engine.ports import Contact as EngineContact
 from handover.control import BOT, ControlError, agent, handback, handover
 from models.curation import User
-from models.entities import Contact, Conversation, utcnow
+from models.entities import Conversation, utcnow
 from models.handover import AgentPresence, ControlEvent
 from models.store import SqlStore
 
@@ -28,17 +28,6 @@ if TYPE_CHECKING:
     from conversation.turn import Responder, TurnService
 
 log = logging.getLogger("parley.handover")
-
-
-def contact_of(session: Session, conversation: Conversation) -> EngineContact:
-    """The engine's view of the conversation's contact."""
-    row = session.get_one(Contact, conversation.contact_id)
-    return EngineContact(
-        id=row.id,
-        phone=row.phone,
-        name=row.name,
-        channel=conversation.channel,  # type: ignore[arg-type]
-    )
 
 
 def hand_back(

@@ -537,9 +537,3 @@ class SqlStore:
             .order_by(Conversation.last_message_at.desc(), Conversation.id.desc())
             .limit(1)
         ).first()
-
-    def controller(self, conversation_id: int) -> str:
-        """Who controls the conversation: ``bot`` or ``agent:<id>``."""
-        return self.session.scalars(
-            sa.select(Conversation.controlled_by).where(Conversation.id == conversation_id)
-        ).one()
