@@ -87,6 +87,11 @@ class TurnPlan:
             sends whole texts itself).
         on_commit: ``on_commit(store, result, execution_id, message_ids)``,
             run in the commit's transaction (the Executions API's request row).
+        on_replies: Run last in the transaction that stores the turn's replies
+            (the flow's or a responder's; not the fallback after a failure),
+            before it commits: a queued turn claims its first send there
+            (`delivery.dispatcher`). What it returns is the outcome's
+            `TurnOutcome.claimed` once the transaction committed.
         raise_errors: Whether a failure is raised to the caller (after
             nothing was written) rather than answered with the fallback.
         wait: Whether to wait (up to `TurnSettings.lease_wait_seconds`) for
@@ -103,6 +108,7 @@ class TurnPlan:
     responders: bool = False
     split: bool = True
     on_commit: Callable[[SqlStore, TurnResult | None, int | None, list[int]], None] | None = None
+    on_replies: Callable[[], object] | None = None
     raise_errors: bool = False
     wait: bool | None = None
 
@@ -127,6 +133,8 @@ class TurnOutcome:
         controlled_by: Who has the conversation when a person does (the bot
             said nothing); None while the bot has it.
         busy: The contact's lease was held elsewhere: nothing was run.
+        claimed: What `TurnPlan.on_replies` returned, in the transaction
+            that committed (None when it did not run or nothing committed).
     """
 
     replies: list[str] = field(default_factory=list)
@@ -140,6 +148,7 @@ class TurnOutcome:
     execution_id: int | None = None
     controlled_by: str | None = None
     busy: bool = False
+    claimed: object = None
 
 
 class ContactGone(Exception):

@@ -144,6 +144,8 @@ class TurnService:
         *,
         token: int | None = None,
         status: str | None = None,
+        view: TurnView | None = None,
+        on_replies: Callable[[], object] | None = None,
     ) -> TurnOutcome:
         """Run the turn of a stored inbound message.
 
@@ -155,6 +157,9 @@ class TurnService:
                 turn); else it is claimed here, waiting up to
                 `TurnSettings.lease_wait_seconds` for a busy contact.
             status: The outbound rows' status (default `TurnSettings.outbound_status`).
+            view: The contact and conversation, when the caller read them
+                under `token` in the claim's still open transaction.
+            on_replies: `TurnPlan.on_replies`.
 
         Returns:
             The outcome; ``busy`` (and nothing answered) when the contact
@@ -204,8 +209,9 @@ class TurnService:
             incoming=incoming,
             responders=True,
             on_commit=record,
+            on_replies=on_replies,
         )
-        return self.execute(plan, token=token)
+        return self.execute(plan, token=token, view=view)
 
     # -- turns without an inbound message -------------------------------------
 
@@ -291,13 +297,17 @@ class TurnService:
             time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
             pause = min(pause * 2, 0.25)
 
-    def execute(self, plan: TurnPlan, token: int | None = None) -> TurnOutcome:
+    def execute(
+        self, plan: TurnPlan, token: int | None = None, view: TurnView | None = None
+    ) -> TurnOutcome:
         """Run `plan` as one turn (the module's docstring says how).
 
         Args:
             plan: The turn.
             token: The contact's lease when the caller already claimed it
                 (its transaction may still be open: the turn's reads join it).
+            view: What the caller read of the contact and conversation under
+                `token` (read here when None, and again on every later attempt).
 
         Raises:
             Exception: with `TurnPlan.raise_errors`, whatever failed (nothing
@@ -313,10 +323,10 @@ class TurnService:
                     message_id = plan.inbound.message_id if plan.inbound else None
                     return TurnOutcome(message_id=message_id, recorded=False, busy=True)
             try:
-                return self._run(plan, token)
+                return self._run(plan, token, view)
             except LeaseLost:
                 log.warning("turn.lease_lost contact=%s attempt=%d", plan.contact_id, attempt + 1)
-                token = None
+                token = view = None
                 if plan.inbound is not None and not self._still_pending(plan.inbound):
                     return TurnOutcome(message_id=plan.inbound.message_id)
             except Exception as error:
@@ -330,7 +340,7 @@ class TurnService:
                 return self._answer_failure(plan, token, error)
         raise RuntimeError(f"contact {plan.contact_id}: the lease was lost three times in a row")
 
-    def _run(self, plan: TurnPlan, token: int) -> TurnOutcome:
+    def _run(self, plan: TurnPlan, token: int, view: TurnView | None = None) -> TurnOutcome:
         """One attempt at the turn under the lease `token`.
 
         The claim's transaction is still open: the reads and the responders
@@ -338,7 +348,8 @@ class TurnService:
         """
         session = self.session
         store = SqlStore(session)
-        view = SqlTurnStore(session).view(plan.contact_id, plan.conversation_id)
+        if view is None:
+            view = SqlTurnStore(session).view(plan.contact_id, plan.conversation_id)
         if view is None:
             session.rollback()
             self._release(plan.contact_id, token)
@@ -413,7 +424,9 @@ class TurnService:
             )
         if plan.on_commit is not None:
             plan.on_commit(store, result, execution_id, ids)
+        claimed = plan.on_replies() if plan.on_replies is not None else None
         session.commit()
+        outcome.claimed = claimed
         log.info(
             "turn.done contact=%s flow=%s steps=%s messages=%d error=%s",
             plan.contact_id,
@@ -502,11 +515,13 @@ class TurnService:
             plan.inbound, parts, execution_id=None, flow_id=None, status=plan.status
         )
         store.finish_inbound(plan.inbound.message_id, "done", None, None)
+        claimed = plan.on_replies() if plan.on_replies is not None else None
         session.commit()
         return TurnOutcome(
             replies=[part.body for part in parts],
             message_id=plan.inbound.message_id,
             message_ids=ids,
+            claimed=claimed,
         )
 
     def _answer_failure(self, plan: TurnPlan, token: int, error: Exception) -> TurnOutcome:
@@ -531,7 +546,7 @@ class TurnService:
                 status=plan.status,
             )
             store.finish_inbound(plan.inbound.message_id, "failed", None, None)
-            session.commit()
+            session.commit()  # no `on_replies`: the send is looked for after
         except Exception:
             session.rollback()
             log.exception("turn.fallback_not_stored message=%s", plan.inbound.message_id)

@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,7 +34,7 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from conversation.turn import ContactGone, Incoming, TurnService
-from delivery.outbox import Outbox, Sent, Settings
+from delivery.outbox import Claim, Outbox, Sent, Settings
 from integrations.twilio import TwilioSender
 from models import Delivery, Message
 from models.entities import as_utc, utcnow
@@ -44,7 +45,7 @@ from models.store import (
     conversation_table,
     message_table,
 )
-from models.turn_store import SqlTurnStore
+from models.turn_store import SqlTurnStore, TurnView
 
 log = logging.getLogger("parley.delivery")
 
@@ -122,13 +123,13 @@ class Dispatcher:
         """
         first = True
         while True:
-            step = self.run_next_turn(contact_id)
+            step, claim = self._next_turn(contact_id)
             if step == "busy":
                 return False
             # Sends left by an earlier run are looked for once; after that,
             # only a turn run here stores new ones for this loop to send.
             if step == "ran" or first:
-                sent = self.send_pending(contact_id)
+                sent = self.outbox.send_pending(contact_id, first=claim)
                 if not sent.inbound_waiting:
                     # Nothing came in meanwhile; what comes later has its own task.
                     return True
@@ -137,7 +138,7 @@ class Dispatcher:
             first = False  # idle at first, yet a message came in since: run it
 
     def run_next_turn(self, contact_id: int) -> str:
-        """Run the contact's oldest pending turn.
+        """Run the contact's oldest pending turn; its replies are left ``pending``.
 
         Returns:
             ``ran``, ``idle`` (nothing pending) or ``busy`` (claimed elsewhere).
@@ -145,15 +146,24 @@ class Dispatcher:
         Raises:
             TurnNotFinished: not even the turn's fallback could be recorded.
         """
+        return self._next_turn(contact_id, claim_send=False)[0]
+
+    def _next_turn(self, contact_id: int, claim_send: bool = True) -> tuple[str, Claim | None]:
+        """`run_next_turn`, with the first send claimed in the turn's commit.
+
+        Returns:
+            What `run_next_turn` returns, and the claimed send (committed with
+            the turn) for `Outbox.send_pending` to make first, if any.
+        """
         turns = self.turns
         assert turns is not None, "a Dispatcher without turns only sends"
         try:
             token = turns.claim(contact_id, commit=False)
         except ContactGone:  # erased since its task was queued: nothing to do, ever
             log.info("turn.contact_gone contact=%s", contact_id)
-            return "idle"
+            return "idle", None
         if token is None:
-            return "busy"
+            return "busy", None
         try:
             message = self.session.execute(_NEXT, {"contact_id": contact_id}).first()
             body = message.body if message is not None else ""
@@ -164,15 +174,25 @@ class Dispatcher:
             raise
         if message is None:  # nothing to claim the contact for after all
             self.session.rollback()
-            return "idle"
+            return "idle", None
         stored = StoredInbound(message.id, contact_id, message.conversation_id)
         incoming = dataclasses.replace(incoming_from_row(message, message), body=body)
-        # The claim's transaction is still open: the turn's reads join it, and
-        # the turn commits, or stores the fallback and commits.
-        outcome = turns.run(stored, incoming, token=token, status="pending")
+        claim = partial(self.outbox.claim_in_transaction, contact_id)
+        # The claim's transaction is still open: the turn's reads join it
+        # (the contact and conversation were read with the message), and the
+        # turn commits with its first send claimed, or stores the fallback.
+        outcome = turns.run(
+            stored,
+            incoming,
+            token=token,
+            status="pending",
+            view=view_from_row(message),
+            on_replies=claim if claim_send else None,
+        )
         if not outcome.recorded:
             raise TurnNotFinished(f"the turn of message {stored.message_id} was not recorded")
-        return "ran"
+        claimed = outcome.claimed
+        return "ran", claimed if isinstance(claimed, Claim) else None
 
     def busy_for(self, contact_id: int) -> float:
         """Seconds until the lease another turn holds on the contact expires (0: free)."""
@@ -222,6 +242,19 @@ class Dispatcher:
     def send_messages(self, message_ids: Sequence[int]) -> int:
         """Send these stored outbound messages in order (`Outbox.send_messages`)."""
         return self.outbox.send_messages(message_ids)
+
+
+def view_from_row(message: Row) -> TurnView:
+    """The `TurnView` of a row of ``_PENDING`` (read under the contact's lease)."""
+    return TurnView(
+        contact_id=message.contact_id,
+        phone=message.phone,
+        name=message.name,
+        conversation_id=message.conversation_id,
+        channel=message.channel,
+        address=message.address,
+        controlled_by=message.controlled_by,
+    )
 
 
 def incoming_from_row(message: Row, contact: Any) -> Incoming:

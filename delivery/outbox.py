@@ -227,7 +227,7 @@ class Sent:
 
 
 @dataclass(frozen=True)
-class _Claim:
+class Claim:
     """A message claimed for sending: its delivery row is committed as ``sending``."""
 
     message_id: int
@@ -254,11 +254,16 @@ class Outbox:
         self.sender = sender
         self.settings = settings
 
-    def send_pending(self, contact_id: int) -> Sent:
+    def send_pending(self, contact_id: int, first: Claim | None = None) -> Sent:
         """Send the contact's pending outbound messages in order.
 
         Each send's outcome is committed with the look for what comes next (a
         transaction less per message).
+
+        Args:
+            contact_id: The contact.
+            first: A send already claimed and committed (`claim_in_transaction`):
+                it goes out first.
 
         Returns:
             How many REST calls were made, and whether an inbound message of
@@ -267,6 +272,9 @@ class Outbox:
         calls = 0
         skipped: set[int] = set()
         outcome: _Outcome | None = None
+        if first is not None:
+            calls += 1
+            outcome = self._send(first)  # recorded by the first _claim_next
         while True:
             claim, inbound_waiting = self._claim_next(contact_id, outcome)
             outcome = None
@@ -278,7 +286,7 @@ class Outbox:
                     return Sent(calls, inbound_waiting)
                 skipped.add(claim.message_id)
                 continue
-            assert isinstance(claim, _Claim)
+            assert isinstance(claim, Claim)
             calls += 1
             outcome = self._send(claim)  # recorded by the next _claim_next
 
@@ -294,7 +302,7 @@ class Outbox:
         calls = 0
         for message_id in message_ids:
             claim = self._claim(message_id, wait_for_others=False)
-            if isinstance(claim, _Claim):
+            if isinstance(claim, Claim):
                 calls += 1
                 outcome = self._send(claim)
                 self._durably(lambda outcome=outcome: self._record(outcome))
@@ -302,7 +310,7 @@ class Outbox:
 
     def _claim_next(
         self, contact_id: int, after: _Outcome | None = None
-    ) -> tuple[_Claim | _Skipped | None, bool]:
+    ) -> tuple[Claim | _Skipped | None, bool]:
         """Record the contact's next send as under way (None when there is none).
 
         Args:
@@ -339,10 +347,49 @@ class Outbox:
         )
         return claim, work.inbound_waiting
 
+    def claim_in_transaction(self, contact_id: int) -> Claim | None:
+        """Claim the contact's next send inside the caller's open transaction.
+
+        For a queued turn's commit (`delivery.dispatcher`): the first reply's
+        delivery row is written with the turn, one transaction less per
+        message. Nothing is committed here; if the caller's transaction rolls
+        back, so does the claim.
+
+        Returns:
+            The claim to send once the caller has committed; None when there
+            is nothing to send now (nothing pending, another send of the
+            conversation under way, or the message was not to be sent:
+            recorded as such in the same transaction). `send_pending` looks
+            again after it.
+        """
+        work = self.session.execute(_NEXT_WORK, {"contact_id": contact_id}).one()
+        if work.message_id is None:
+            return None
+        claim = self._claim_rows(
+            work.message_id, wait_for_others=True, conversation_id=work.conversation_id
+        )
+        return claim if isinstance(claim, Claim) else None
+
     def _claim(
         self, message_id: int, wait_for_others: bool, conversation_id: int | None = None
-    ) -> _Claim | _Skipped | None:
+    ) -> Claim | _Skipped | None:
         """Write the message's delivery as ``sending`` and commit (the record before).
+
+        See `_claim_rows`; this commits what it wrote (or the look, when
+        nothing was).
+        """
+        try:
+            claim = self._claim_rows(message_id, wait_for_others, conversation_id)
+        except Exception:
+            self.session.rollback()
+            raise
+        self.session.commit()
+        return claim
+
+    def _claim_rows(
+        self, message_id: int, wait_for_others: bool, conversation_id: int | None = None
+    ) -> Claim | _Skipped | None:
+        """Write the message's delivery as ``sending``, in the caller's transaction.
 
         Under the conversation's row lock, so that two workers never claim the
         same message or send two messages of a conversation at once.
@@ -367,12 +414,10 @@ class Outbox:
         ).one()
         now = utcnow()
         if conversation.sending and wait_for_others and self._in_flight(conversation.id, now):
-            self.session.commit()  # its sender sends the rest when it is done
-            return None
+            return None  # its sender sends the rest when it is done
         # Read under the lock: whether another worker claimed it meanwhile.
         message = self.session.execute(_TO_SEND, {"message_id": message_id}).one()
         if message.attempted or message.message_sid is not None:
-            self.session.commit()
             return _Skipped(message.id)
         template = (message.media or {}).get("template")
         key = secrets.token_hex(16)
@@ -404,11 +449,10 @@ class Outbox:
                 .where(message_table.c.id == message.id)
                 .values(status=status)
             )
-            self.session.commit()
             log.warning("delivery.not_sent message=%s reason=%s", message.id, skip)
             return _Skipped(message.id)
         self.session.execute(sa.insert(delivery_table).values(**delivery, state="sending"))
-        claim = _Claim(
+        return Claim(
             message_id=message.id,
             key=key,
             from_address=conversation.address,
@@ -417,8 +461,6 @@ class Outbox:
             template=template,
             media_urls=tuple((message.media or {}).get("urls") or ()),
         )
-        self.session.commit()
-        return claim
 
     def _in_flight(self, conversation_id: int, now: dt.datetime) -> bool:
         """Whether a send of the conversation is under way; marks cut-short ones ``unknown``."""
@@ -446,7 +488,7 @@ class Outbox:
             )
         return busy
 
-    def _send(self, claim: _Claim) -> _Outcome:
+    def _send(self, claim: Claim) -> _Outcome:
         """Make the REST call with retries; what happened (recorded by `_record`)."""
         callback = None
         if self.settings.public_base_url:
@@ -540,7 +582,7 @@ class Outbox:
 class _Outcome:
     """What a REST send came to, to be recorded."""
 
-    claim: _Claim
+    claim: Claim
     state: str
     status: str
     sid: str | None
