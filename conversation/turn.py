@@ -172,7 +172,7 @@ class TurnService:
         def engine(execution: ExecutionState | None, contact: Contact, history: History):
             message, turn_runner = inbound, runner
             voice = self.voice
-            if voice is not None and voice.applies(inbound, execution and execution.flow_id):
+            if voice is not None and voice.applies(inbound, self.runner.flows, execution, flow_id):
                 # A voice note: transcribed here, with no connection held, in
                 # the worker when turns are queued (the webhook only stored it).
                 heard.append(voice.listen(inbound, runner.turn_seconds))

@@ -24,7 +24,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.ports import InboundMessage
+from engine.flow import FlowSet
+from engine.ports import ExecutionState, InboundMessage
+from engine.voice import voice_target
 from integrations.openai import TranscriptionError
 from integrations.twilio import MediaError
 
@@ -148,9 +150,29 @@ class VoiceNotes:
                 return url, content_type.lower()
         return None
 
-    def applies(self, inbound: InboundMessage | None, flow_id: str | None) -> bool:
-        """Whether `inbound` is a voice note to transcribe for a contact in `flow_id`."""
-        return self.audio_of(inbound) is not None and flow_id not in self.settings.off_in_flows
+    def applies(
+        self,
+        inbound: InboundMessage,
+        flows: FlowSet,
+        execution: ExecutionState | None,
+        flow_id: str | None = None,
+    ) -> bool:
+        """Whether `inbound` is a voice note to transcribe for the flow and step it goes to.
+
+        Not when the flow is in ``off_in_flows``, nor when the flow or the step
+        the contact waits at says ``transcribe: false`` (`engine.voice`): the
+        audio then reaches the flow as media, untranscribed.
+
+        Args:
+            inbound: The message.
+            flows: The loaded flows.
+            execution: The contact's open execution, or None.
+            flow_id: The flow the turn runs, when the caller names one.
+        """
+        if self.audio_of(inbound) is None:
+            return False
+        target, allowed = voice_target(flows, execution, inbound, flow_id)
+        return allowed and target not in self.settings.off_in_flows
 
     def listen(self, inbound: InboundMessage, seconds_left: float | None) -> Heard:
         """Download and transcribe the voice note of `inbound`.

@@ -53,10 +53,15 @@ def settings() -> str | None:
 
 
 @pytest.fixture
-def app_config(app_config: dict, tmp_path: Path, settings: str | None) -> dict:
+def flow() -> str:
+    return FLOW
+
+
+@pytest.fixture
+def app_config(app_config: dict, tmp_path: Path, settings: str | None, flow: str) -> dict:
     folder = tmp_path / "flows"
     folder.mkdir()
-    (folder / "coach.yaml").write_text(FLOW, encoding="utf-8")
+    (folder / "coach.yaml").write_text(flow, encoding="utf-8")
     if settings is not None:
         (folder / "_settings.yaml").write_text(settings, encoding="utf-8")
     return {**app_config, "FLOWS_DIR": str(folder)}
@@ -75,8 +80,10 @@ def voice_note(twilio, fake_twilio, data: bytes = OGG, content_type: str = "audi
 
 
 def inbound(app) -> Message:
+    """The contact's latest message."""
     with app.app_context():
-        row = db.session.scalars(sa.select(Message).where(Message.direction == "inbound")).one()
+        query = sa.select(Message).where(Message.direction == "inbound").order_by(Message.id)
+        row = db.session.scalars(query).all()[-1]
         db.session.expunge(row)
         return row
 
@@ -175,6 +182,53 @@ def test_a_flow_can_turn_transcription_off(app, twilio, fake_twilio, fake_openai
     twilio.say("hello", sender=SENDER)  # the contact is now in `coach`
     voice_note(twilio, fake_twilio)
     assert fake_openai.transcription_requests == []
+
+
+#: A question whose answer is kept as audio, then a conversation with the model.
+SWITCHED = """\
+id: coach
+trigger: {default: true}
+start: week
+steps:
+  week:
+    ask: "Tell me about your week."
+    type: media
+    transcribe: false
+    save_as: week
+    next: got
+  got:
+    say: "{{ 'transcribed' if input.transcribed else 'kept' }}: {{ input.text or '-' }}, \\
+      {{ vars.week | length }} media"
+    next: talk
+  talk:
+    llm: {history: 0, until: "{{ false }}", max_turns: 20}
+"""
+
+
+@pytest.mark.parametrize("flow", [SWITCHED])
+def test_a_step_can_turn_transcription_off(app, twilio, fake_twilio, fake_openai):
+    fake_openai.transcribe = lambda audio: "Busy, but good"
+    assert messages_of(twilio.say("hi", sender=SENDER).data) == ["Tell me about your week."]
+    # Waiting at `week` (transcribe: false): the audio as media, no text, as without voice notes.
+    response = voice_note(twilio, fake_twilio)
+    assert messages_of(response.data) == ["kept: -, 1 media", "heard:"]
+    assert fake_openai.transcription_requests == [] and fake_twilio.media_requests == []
+    assert "transcript" not in inbound(app).media
+    # Waiting at `talk` (transcribe by default): transcribed again.
+    response = voice_note(twilio, fake_twilio)
+    assert messages_of(response.data) == ["heard: Busy, but good"]
+    assert len(fake_openai.transcription_requests) == 1
+
+
+@pytest.mark.parametrize(
+    "flow", ["transcribe: false\n" + SWITCHED.replace("    transcribe: false\n", "")]
+)
+def test_a_flow_file_can_turn_transcription_off(app, twilio, fake_twilio, fake_openai):
+    # A contact in no flow: the flow the voice note starts (the default) says no.
+    assert messages_of(voice_note(twilio, fake_twilio).data) == ["Tell me about your week."]
+    assert messages_of(voice_note(twilio, fake_twilio).data) == ["kept: -, 1 media", "heard:"]
+    assert messages_of(voice_note(twilio, fake_twilio).data) == ["heard:"]
+    assert fake_openai.transcription_requests == [] and fake_twilio.media_requests == []
 
 
 def test_images_are_not_transcribed(app, twilio, fake_twilio, fake_openai):

@@ -444,6 +444,13 @@ class StepBase(BaseModel):
         """Run the step with the contact's answer, after it waited."""
         raise StepError(context.step_id, f"a {self.kind} step does not wait for the contact")
 
+    def transcribes(self) -> bool:
+        """Whether a voice note sent while the execution waits here is transcribed.
+
+        The step's ``transcribe`` (``ask`` and ``llm`` steps); True for kinds without it.
+        """
+        return bool(getattr(self, "transcribe", True))
+
     def targets(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
         """Every step id this step can lead to, with where it is named."""
         if isinstance(self.next, str):
