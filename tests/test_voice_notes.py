@@ -23,6 +23,8 @@ from tests.twiml import messages_of
 ROOT = Path(__file__).resolve().parent.parent
 SENDER = "whatsapp:+15551230001"
 OGG = b"OggS\x00\x02" + bytes(range(256)) * 8  # 2 KB standing in for a voice note
+#: A real Ogg Opus recording of 3 seconds (a tone; tests/data/audio/README.md says how it was made).
+OPUS_3S = (ROOT / "tests" / "data" / "audio" / "tone_3s.ogg").read_bytes()
 SORRY = "I couldn't listen to that, could you type it?"
 
 FLOW = """\
@@ -107,6 +109,7 @@ def test_a_voice_note_is_transcribed_and_answered_inline(app, twilio, fake_twili
     assert message.body == ""  # what the contact sent; the transcript is beside it
     assert message.media["transcript"]["text"] == "I want to sleep better"
     assert message.media["transcript"]["bytes"] == len(OGG)
+    assert "audio_seconds" not in message.media["transcript"]  # these bytes have no length
     assert message.media["urls"] and message.turn_status == "done"
 
 
@@ -153,6 +156,44 @@ def test_a_voice_note_over_the_size_limit_is_not_transcribed(app, twilio, fake_t
     assert messages_of(response.data) == [SORRY]
     assert fake_openai.transcription_requests == []
     assert "limit" in inbound(app).media["transcript"]["error"]
+
+
+@pytest.mark.parametrize("settings", [SETTINGS + "  max_seconds: 2\n"])
+def test_a_voice_note_over_the_duration_limit_is_not_transcribed(
+    app, twilio, fake_twilio, fake_openai
+):
+    response = voice_note(twilio, fake_twilio, data=OPUS_3S)
+    assert messages_of(response.data) == [SORRY]
+    assert fake_openai.transcription_requests == []  # nothing paid for
+    assert fake_openai.requests == []  # the flow did not run
+    message = inbound(app)
+    heard = message.media["transcript"]
+    assert heard["audio_seconds"] == 3.0 and heard["bytes"] == len(OPUS_3S)
+    assert "VoiceNoteTooLong" in heard["error"] and "limit of 2 s" in heard["error"]
+    assert message.media["urls"] and message.media["types"] == ["audio/ogg"]
+    # The contact types instead, and the flow goes on.
+    assert messages_of(twilio.say("I want to sleep better", sender=SENDER).data) == [
+        "heard: I want to sleep better"
+    ]
+
+
+def test_a_voice_note_within_the_duration_limit_is_transcribed(
+    app, twilio, fake_twilio, fake_openai
+):
+    fake_openai.transcribe = lambda audio: "Sleep" if audio == OPUS_3S else "??"
+    response = voice_note(twilio, fake_twilio, data=OPUS_3S)
+    assert messages_of(response.data) == ["(voice note, 1 media)", "heard: Sleep"]
+    assert inbound(app).media["transcript"]["audio_seconds"] == 3.0
+
+
+@pytest.mark.parametrize("settings", [SETTINGS + "  max_seconds: 1\n"])
+def test_a_voice_note_of_unknown_length_is_held_to_the_size_limit_only(
+    app, twilio, fake_twilio, fake_openai
+):
+    fake_openai.transcribe = lambda audio: "Movement"
+    response = voice_note(twilio, fake_twilio, data=OGG)  # no length mutagen can read
+    assert messages_of(response.data) == ["(voice note, 1 media)", "heard: Movement"]
+    assert len(fake_openai.transcription_requests) == 1
 
 
 def test_the_transcript_is_in_the_console_and_the_inbox(
