@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from engine.effects import Effect, HandOver
+from engine.effects import Effect
 from engine.moderation import Decision, Moderator
 from engine.ports import (
     HTTP,
@@ -256,15 +256,20 @@ class StepContext:
             self.moderation.append(decision)
         return decision
 
-    def safe_message(self) -> None:
-        """Send the moderation's safe message and hand over when it is configured to."""
+    def safe_message(self, decision: Decision) -> None:
+        """Send the moderation's safe message, and hand over as its settings say.
+
+        Args:
+            decision: The inbound decision whose action is ``safe_message``.
+        """
         assert self.moderator is not None
         settings = self.moderator.settings
         self.replies.append(
             Reply(text=settings.safe_message.strip(), step_id=self.step_id, author="system")
         )
-        if settings.handover:
-            self.emit(HandOver(settings.handover))
+        handover = settings.handover_for(decision)
+        if handover is not None:
+            self.emit(handover)
 
     def time_left(self) -> float | None:
         """Seconds left before the turn's deadline (None: no deadline).

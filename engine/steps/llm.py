@@ -174,7 +174,7 @@ class LLMStep(StepBase):
                 f"moderation flagged the contact's message ({decision.category or decision.error})",
                 retryable=True,
             )
-        context.safe_message()
+        context.safe_message(decision)
         return Wait()
 
     def output_schema(self) -> dict[str, Any] | None:
