@@ -87,6 +87,7 @@ class Parley:
             lease_wait_seconds=settings.turn_lease_wait_seconds,
             deadline_seconds=settings.turn_deadline_seconds,
             handover_queue=settings.handover_queue,
+            agent_app=bool(settings.agent_webhook_url),
         )
 
     @cached_property

@@ -59,6 +59,8 @@ class TurnSettings:
         deadline_seconds: How long an inline turn's flow may run
             (``TURN_DEADLINE_SECONDS``): every model and HTTP call gets the time
             left, within Twilio's 15 s for the webhook's answer; None: no deadline.
+        agent_app: An agent app gets the control events (``AGENT_WEBHOOK_URL``):
+            agents are configured even with no agent in the console.
     """
 
     lease_seconds: float = 45.0
@@ -66,6 +68,7 @@ class TurnSettings:
     outbound_status: str = "queued"
     handover_queue: str = "support"
     deadline_seconds: float | None = 12.0
+    agent_app: bool = False
 
 
 @dataclass

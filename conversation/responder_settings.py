@@ -24,7 +24,7 @@ Example::
     moderation:                        # off when absent (engine/moderation.py)
       categories: {self-harm: safe_message, violence/graphic: fallback}
       safe_message: "I'm a bot. If you are in danger, call 999 or text SHOUT to 85258."
-      handover: queue:crisis
+      handover: queue:crisis           # default: auto (a person where agents are configured)
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ from engine.ports import Contact, Entitlements, ExecutionState, HistoryMessage, 
 from engine.runner import Runner, TurnResult
 from engine.steps.base import TurnTimedOut
 from handover.control import announce_message
-from handover.routing import flow_handover
+from handover.routing import agents_configured, flow_handover
 from models.entities import Message, utcnow
 from models.store import OutboundPart, SqlStore, StoredInbound
 from models.turn_store import SqlTurnStore, TurnView
@@ -177,7 +177,7 @@ class TurnService:
         def engine(execution: ExecutionState | None, contact: Contact, history: History):
             message, turn_runner = inbound, runner
             voice = self.voice
-            if voice is not None and voice.applies(inbound, execution and execution.flow_id):
+            if voice is not None and voice.applies(inbound, self.runner.flows, execution, flow_id):
                 # A voice note: transcribed here, with no connection held, in
                 # the worker when turns are queued (the webhook only stored it).
                 heard.append(voice.listen(inbound, runner.turn_seconds))
@@ -448,6 +448,11 @@ class TurnService:
         parts: list[OutboundPart] = []
         for effect in result.effects:
             if isinstance(effect, HandOver) and execution_id is not None:
+                if effect.only_if_agents and not agents_configured(
+                    self.session, self.settings.agent_app
+                ):
+                    log.info("turn.handover_skipped reason=no_agents contact=%s", view.contact_id)
+                    continue
                 event = flow_handover(
                     self.session,
                     view.conversation_id,

@@ -10,21 +10,27 @@ transcription API (any OpenAI-compatible server). The flow then sees
 ``input.text`` = the transcript, ``input.media`` kept and ``input.transcribed``
 true; the transcript is stored with the message (``details.transcript``).
 
-Past the size limit, out of the turn's time, or when the download or the
-transcription fails, the contact gets `VoiceSettings.reply` and the flow does
-not run: nothing is lost (the message and its media URL are stored).
+Past the size limit or the duration limit (read from the downloaded audio,
+`integrations.audio`; before the transcription is paid for), out of the turn's
+time, or when the download or the transcription fails, the contact gets
+`VoiceSettings.reply` and the flow does not run: nothing is lost (the message
+and its media URL are stored).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.ports import InboundMessage
+from engine.flow import FlowSet
+from engine.ports import ExecutionState, InboundMessage
+from engine.voice import voice_target
+from integrations.audio import audio_seconds
 from integrations.openai import TranscriptionError
 from integrations.twilio import MediaError
 
@@ -45,6 +51,11 @@ class VoiceSettings(BaseModel):
     max_mb: float = Field(default=5.0, gt=0, le=25)
     """The largest voice note transcribed, in MB (OpenAI accepts up to 25 MB);
     a larger one gets `reply`."""
+    max_seconds: float = Field(default=300.0, gt=0, le=1400)
+    """The longest voice note transcribed, in seconds (default 5 minutes; at most
+    1400, the longest OpenAI's ``gpt-4o-*-transcribe`` models take); a longer one
+    gets `reply` and is not sent for transcription. Read from the audio's
+    headers; where it cannot be (AMR, a damaged file) only `max_mb` applies."""
     language: str | None = Field(default=None, pattern=r"^[a-z]{2}$")
     """The language spoken (ISO-639-1, e.g. ``en``), a hint to the model; None: detected."""
     reply: str = Field(default=DEFAULT_REPLY, min_length=1)
@@ -104,6 +115,10 @@ _EXTENSIONS = {
 }
 
 
+class VoiceNoteTooLong(Exception):
+    """The voice note lasts longer than ``max_seconds``: it is not transcribed."""
+
+
 @dataclass
 class Heard:
     """What listening to one inbound message gave.
@@ -132,12 +147,15 @@ class VoiceNotes:
         transcriber: Speech to text.
         timeout: The most seconds a download or a transcription may take when
             the turn has no deadline (a queued turn).
+        measure: The audio's duration in seconds from its bytes and file name,
+            or None when unknown (`integrations.audio.audio_seconds`).
     """
 
     settings: VoiceSettings
     fetcher: MediaFetcher
     transcriber: Transcriber
     timeout: float = 60.0
+    measure: Callable[[bytes, str], float | None] = audio_seconds
 
     def audio_of(self, inbound: InboundMessage | None) -> tuple[str, str] | None:
         """The first audio media (URL, content type) of a message, or None."""
@@ -148,9 +166,29 @@ class VoiceNotes:
                 return url, content_type.lower()
         return None
 
-    def applies(self, inbound: InboundMessage | None, flow_id: str | None) -> bool:
-        """Whether `inbound` is a voice note to transcribe for a contact in `flow_id`."""
-        return self.audio_of(inbound) is not None and flow_id not in self.settings.off_in_flows
+    def applies(
+        self,
+        inbound: InboundMessage,
+        flows: FlowSet,
+        execution: ExecutionState | None,
+        flow_id: str | None = None,
+    ) -> bool:
+        """Whether `inbound` is a voice note to transcribe for the flow and step it goes to.
+
+        Not when the flow is in ``off_in_flows``, nor when the flow or the step
+        the contact waits at says ``transcribe: false`` (`engine.voice`): the
+        audio then reaches the flow as media, untranscribed.
+
+        Args:
+            inbound: The message.
+            flows: The loaded flows.
+            execution: The contact's open execution, or None.
+            flow_id: The flow the turn runs, when the caller names one.
+        """
+        if self.audio_of(inbound) is None:
+            return False
+        target, allowed = voice_target(flows, execution, inbound, flow_id)
+        return allowed and target not in self.settings.off_in_flows
 
     def listen(self, inbound: InboundMessage, seconds_left: float | None) -> Heard:
         """Download and transcribe the voice note of `inbound`.
@@ -181,12 +219,13 @@ class VoiceNotes:
             record["bytes"] = len(data)
             kind = (served_type or content_type).split(";")[0].strip().lower()
             filename = "voice." + _EXTENSIONS.get(kind, kind.rpartition("/")[2] or "ogg")
+            self._check_duration(data, filename, record)
             text = self.transcriber.transcribe(
                 data, filename, kind, settings.model, settings.language, left()
             ).strip()
             if not text:
                 raise TranscriptionError("the transcript is empty (silence?)")
-        except (MediaError, TranscriptionError, TimeoutError) as error:
+        except (MediaError, VoiceNoteTooLong, TranscriptionError, TimeoutError) as error:
             seconds = time.monotonic() - started
             record.update(error=f"{type(error).__name__}: {error}", ms=int(seconds * 1000))
             log.warning("voice.failed reason=%s ms=%d", record["error"], record["ms"])
@@ -195,3 +234,17 @@ class VoiceNotes:
         record.update(text=text, ms=int(seconds * 1000))
         log.info("voice.transcribed bytes=%d ms=%d", record["bytes"], record["ms"])
         return Heard(replace(inbound, text=text, transcribed=True), None, record, seconds)
+
+    def _check_duration(self, data: bytes, filename: str, record: dict[str, Any]) -> None:
+        """Record the audio's duration, when it can be read, and refuse a voice note too long.
+
+        Raises:
+            VoiceNoteTooLong: it lasts more than ``max_seconds``.
+        """
+        seconds = self.measure(data, filename)
+        if seconds is None:
+            return  # unknown (AMR, damaged): the size limit stands in for it
+        record["audio_seconds"] = round(seconds, 1)
+        limit = self.settings.max_seconds
+        if seconds > limit:
+            raise VoiceNoteTooLong(f"it lasts {seconds:.0f} s, over the limit of {limit:g} s")

@@ -14,14 +14,18 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class HandOver:
-    """Pass the conversation to a person (a ``handover`` step).
+    """Pass the conversation to a person (a ``handover`` step, moderation's safe message).
 
     Attributes:
         to: ``queue:<name>``, ``agent:<email>`` or ``available`` (the available
             agent who waited longest).
+        only_if_agents: Only where people answer handed-over conversations
+            (agents configured: the turn service knows, the engine does not);
+            otherwise the bot keeps the conversation.
     """
 
     to: str
+    only_if_agents: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
     TypeAdapter,
     ValidationError,
     field_validator,
@@ -76,6 +77,10 @@ class Flow(BaseModel):
     """Whether the responders of ``_settings.yaml`` (opt-out keywords, reset
     code, welcome, after-hours) answer before this flow; imported Studio flows
     say ``false``, as Studio has no global keywords."""
+    transcribe: StrictBool = True
+    """Transcribe its contacts' voice notes (``voice_notes`` in ``_settings.yaml``);
+    ``false``: its steps get the audio as media, with no text, whatever their own
+    ``transcribe`` says."""
     llm: LLMDefaults = LLMDefaults()
     """Defaults for its ``llm`` steps."""
     entitlement: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")

@@ -6,9 +6,11 @@ checked once; before the model's reply is sent, the reply is checked. Each
 flagged category has an action the designer chooses:
 
 - ``safe_message``: the model is not called; the contact gets the configured
-  ``safe_message`` (the operator's helpline text) and, with ``handover`` set,
-  the conversation goes to a person (the ``handover`` effect). Inbound only:
-  a flagged reply is never sent, so for a reply it means ``fallback``.
+  ``safe_message`` (the operator's helpline text) and the conversation goes to
+  a person (the ``handover`` effect): by default to the available agent (else
+  the handover queue) wherever agents are configured, or where ``handover``
+  says, or nowhere with ``handover: none``. Inbound only: a flagged reply is
+  never sent, so for a reply it means ``fallback``.
 - ``fallback``: the step fails with its flow's ``fallback`` (retryable: the
   execution stays at the step).
 - ``allow``: the decision is recorded and the turn goes on.
@@ -27,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engine.effects import HandOver
 from engine.ports import Moderation, ModerationError
 
 Action = Literal["safe_message", "fallback", "allow"]
@@ -81,9 +84,12 @@ class ModerationSettings(BaseModel):
     safe_message: str = Field(default="", max_length=1600)
     """What the contact gets for ``safe_message``: say you are a bot, give the
     operator's helpline text. Required when any action is ``safe_message``."""
-    handover: str | None = None
-    """Where ``safe_message`` hands the conversation over (``queue:<name>``,
-    ``agent:<email>`` or ``available``); no handover when absent."""
+    handover: str = "auto"
+    """Where ``safe_message`` hands the conversation over: ``auto`` (the default:
+    a flagged message goes to the available agent, else ``HANDOVER_QUEUE``, when
+    agents are configured, and stays with the bot when none are),
+    ``queue:<name>``, ``agent:<email>`` or ``available`` (always, a failed check
+    too), or ``none`` (never; ``false`` too)."""
     check_replies: bool = True
     """Check the model's replies before they are sent."""
     on_error: ModerationErrorSettings = ModerationErrorSettings()
@@ -97,15 +103,17 @@ class ModerationSettings(BaseModel):
                 raise ValueError(f"unknown category {name!r}; use one of {', '.join(CATEGORIES)}")
         return value
 
-    @field_validator("handover")
+    @field_validator("handover", mode="before")
     @classmethod
-    def _target(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
+    def _target(cls, value: Any) -> Any:
+        if value is None or value is False:  # `handover:` left empty, or `false`
+            return "none"
+        if not isinstance(value, str):
+            raise ValueError(f"handover: {_TARGETS}, not {value!r}")
         kind, _, name = value.partition(":")
-        if value == "available" or (kind in ("queue", "agent") and name.strip()):
+        if value in ("auto", "none", "available") or (kind in ("queue", "agent") and name.strip()):
             return value
-        raise ValueError(f"handover: queue:<name>, agent:<email> or available, not {value!r}")
+        raise ValueError(f"handover: {_TARGETS}, not {value!r}")
 
     @model_validator(mode="after")
     def _message_given(self) -> ModerationSettings:
@@ -114,6 +122,20 @@ class ModerationSettings(BaseModel):
             raise ValueError("`safe_message` actions need a `safe_message` text")
         return self
 
+    def handover_for(self, decision: Decision) -> HandOver | None:
+        """The handover that comes with the safe message sent for `decision`, or None.
+
+        ``auto`` hands over a flagged message only (not a failed check: an
+        outage would send every conversation to the inbox), and only where
+        agents are configured (`HandOver.only_if_agents`).
+        """
+        if self.handover == "none":
+            return None
+        if self.handover == "auto":
+            flagged = decision.category is not None
+            return HandOver("available", only_if_agents=True) if flagged else None
+        return HandOver(self.handover)
+
     def action_for(self, category: str) -> Action:
         """The action of a flagged `category` (its own, its parent's, or the default)."""
         if category in self.categories:
@@ -121,6 +143,9 @@ class ModerationSettings(BaseModel):
         parent = category.split("/", 1)[0]
         return self.categories.get(parent, self.default)
 
+
+#: What `ModerationSettings.handover` accepts, for error messages.
+_TARGETS = "auto, none, available, queue:<name> or agent:<email>"
 
 #: How severe each action is: the strictest action of the flagged categories wins.
 _SEVERITY = {"allow": 0, "fallback": 1, "safe_message": 2}

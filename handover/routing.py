@@ -145,6 +145,29 @@ def flow_handover(
         return None
 
 
+def agents_configured(session: Session, agent_app: bool = False) -> bool:
+    """Whether people answer handed-over conversations (moderation's automatic handover).
+
+    True when an agent app gets the control events (`agent_app`:
+    ``AGENT_WEBHOOK_URL`` is set), an active console user has the ``agent``
+    role, or an active user of any role marked themselves available in the
+    inbox (an admin who answers too). An admin or a curator alone is not an
+    agent: a deployment with no one answering keeps the bot in the conversation.
+    """
+    if agent_app:
+        return True
+    found = session.scalar(
+        sa.select(User.id)
+        .outerjoin(AgentPresence, AgentPresence.user_id == User.id)
+        .where(
+            User.active.is_(True),
+            sa.or_(User.role == "agent", AgentPresence.available.is_(True)),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 def _resolve(session: Session, target: str, queue: str) -> str:
     kind, _, name = target.partition(":")
     if kind == "queue":

@@ -127,6 +127,7 @@ def test_the_schema_underlines_the_shape_mistakes_of_a_broken_flow():
 
     assert schema_errors(data) == {
         "",  # colour: not a flow field
+        "transcribe",  # sometimes: not a boolean
         "steps/one",  # volume: not a say field
         "steps/two_kinds",
         "steps/no_kind",

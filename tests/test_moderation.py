@@ -3,6 +3,7 @@ before it is sent, through the real signed webhook and the fake OpenAI server.""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,10 @@ from conversation.responder_settings import parse_settings
 from engine.moderation import ModerationSettings, Moderator
 from engine.ports import ModerationError, ModerationResult
 from handover.control import control
-from models import Conversation, Message, db
+from handover.routing import set_available
+from models import Conversation, Message, User, db
 from tests.admin_support import add_user, login
+from tests.fakes.api_server import FakeAPI
 from tests.fakes.openai_server import Error
 from tests.twiml import messages_of
 
@@ -46,13 +49,39 @@ def settings() -> str | None:
 
 
 @pytest.fixture
-def app_config(app_config: dict, tmp_path: Path, settings: str | None) -> dict:
+def agent_app() -> bool:
+    """Whether an agent app gets the control events (``AGENT_WEBHOOK_URL``)."""
+    return False
+
+
+@pytest.fixture
+def hooks(agent_app: bool) -> Iterator[FakeAPI | None]:
+    if not agent_app:
+        yield None
+        return
+    with FakeAPI() as api:
+        api.answer("/hooks", {"ok": True})
+        yield api
+
+
+@pytest.fixture
+def app_config(
+    app_config: dict, tmp_path: Path, settings: str | None, hooks: FakeAPI | None
+) -> dict:
     folder = tmp_path / "flows"
     folder.mkdir()
     (folder / "coach.yaml").write_text(FLOW, encoding="utf-8")
     if settings is not None:
         (folder / "_settings.yaml").write_text(settings, encoding="utf-8")
-    return {**app_config, "FLOWS_DIR": str(folder)}
+    config = {**app_config, "FLOWS_DIR": str(folder)}
+    if hooks is not None:
+        config.update(
+            AGENT_WEBHOOK_URL=hooks.base_url + "/hooks",
+            AGENT_WEBHOOK_SECRET="whsec_test",
+            AGENT_WEBHOOK_DEADLINE="2",
+            AGENT_WEBHOOK_BACKOFF="0.01",
+        )
+    return config
 
 
 def flag_when(words: dict[str, dict[str, float]]):
@@ -111,6 +140,87 @@ def test_self_harm_gets_the_safe_message_and_lands_in_the_inbox(app, twilio, fak
     )
     assert record["score"] == pytest.approx(0.91)
     assert record["categories"]["violence"] == pytest.approx(0.2)
+
+
+#: The settings without a `handover:` line: the automatic handover.
+AUTO = SETTINGS.replace("  handover: queue:crisis\n", "")
+
+
+def holder(app) -> tuple[int, str, bool]:
+    """The conversation's id, who controls it, and whether a handover waits for an agent."""
+    with app.app_context():
+        cid = db.session.scalars(sa.select(Conversation.id)).one()
+        state = control(db.session, cid)
+        return cid, state.controlled_by, state.pending
+
+
+@pytest.mark.parametrize("settings", [AUTO])
+def test_self_harm_goes_to_a_person_by_itself_when_agents_are_configured(
+    app, twilio, fake_openai, client
+):
+    add_user(app, "ann@example.org", "agent")
+    fake_openai.moderate = flag_when({"hurt myself": {"self-harm": 0.91}})
+    assert say(twilio, "I want to hurt myself") == [SAFE]
+    cid, controlled_by, pending = holder(app)
+    assert (controlled_by, pending) == ("queue:support", True)  # HANDOVER_QUEUE: nobody available
+    # The bot is silent now: the next message is for the person.
+    assert say(twilio, "are you there?") == []
+    assert fake_openai.requests == []
+    with app.app_context():
+        last = db.session.scalars(sa.select(Message).order_by(Message.id.desc())).first()
+        assert (last.body, last.turn_status) == ("are you there?", "skipped")
+    login(client, "ann@example.org")
+    assert f"Conversation {cid}" in client.get("/admin/inbox").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("settings", [AUTO])
+def test_an_available_agent_gets_it_whatever_their_role(app, twilio, fake_openai):
+    add_user(app, "bo@example.org", "admin")  # an admin who answers in the inbox too
+    with app.app_context():
+        bo = db.session.scalars(sa.select(User.id)).one()
+        set_available(db.session, bo, True)
+        db.session.commit()
+    fake_openai.moderate = flag_when({"hurt myself": {"self-harm": 0.91}})
+    assert say(twilio, "I want to hurt myself") == [SAFE]
+    assert holder(app)[1:] == (f"agent:{bo}", True)
+
+
+@pytest.mark.parametrize("settings", [AUTO])
+def test_without_agents_the_safe_message_stays_with_the_bot(app, twilio, fake_openai):
+    add_user(app, "admin@example.org", "admin")  # not an agent, not available
+    fake_openai.moderate = flag_when({"hurt myself": {"self-harm": 0.91}})
+    fake_openai.script("I'm here. What's on your mind?")
+    assert say(twilio, "I want to hurt myself") == [SAFE]
+    assert holder(app)[1] == "bot"
+    assert say(twilio, "thanks") == ["I'm here. What's on your mind?"]
+
+
+@pytest.mark.parametrize("agent_app", [True])
+@pytest.mark.parametrize("settings", [AUTO])
+def test_an_agent_app_counts_as_agents(app, twilio, fake_openai, hooks):
+    fake_openai.moderate = flag_when({"hurt myself": {"self-harm": 0.91}})
+    assert say(twilio, "I want to hurt myself") == [SAFE]
+    assert holder(app)[1] == "queue:support"
+    events = [request["json"].get("kind") for request in hooks.requests]
+    assert "handover" in events, events
+
+
+@pytest.mark.parametrize(
+    "settings", [AUTO + "  handover: none\n", AUTO + "  handover: false\n"], ids=["none", "false"]
+)
+def test_the_designer_can_opt_out_of_the_handover(app, twilio, fake_openai):
+    add_user(app, "ann@example.org", "agent")
+    fake_openai.moderate = flag_when({"hurt myself": {"self-harm": 0.91}})
+    assert say(twilio, "I want to hurt myself") == [SAFE]
+    assert holder(app)[1] == "bot"
+
+
+@pytest.mark.parametrize("settings", [AUTO])
+def test_a_failed_check_is_not_handed_over_by_itself(app, twilio, fake_openai):
+    add_user(app, "ann@example.org", "agent")
+    fake_openai.moderate = lambda text: Error(500)  # an outage would fill the inbox
+    assert say(twilio, "hello") == [SAFE]
+    assert holder(app)[1] == "bot"
 
 
 def test_a_flagged_model_reply_is_never_sent(app, twilio, fake_openai):
@@ -265,6 +375,10 @@ def test_settings_problems_have_file_and_line():
     text = "moderation:\n  categories: {self-harm: safe_message}\n"
     settings, problems = parse_settings(text, "flows/_settings.yaml")
     assert settings is None and "safe_message" in str(problems[0])
+    text = "moderation:\n  safe_message: Help.\n  handover: crisis\n"
+    settings, problems = parse_settings(text, "flows/_settings.yaml")
+    assert settings is None and str(problems[0]).startswith("flows/_settings.yaml:3:")
+    assert "auto, none, available" in str(problems[0])
 
 
 def test_the_recommended_coaching_configuration_in_the_readme_is_valid():

@@ -42,12 +42,14 @@ EXPECTED = [
     ("a_graph.yaml", "unknown-next", "reflect", "ghost"),
     ("a_graph.yaml", "unreachable", "orphan", "unreachable"),
     ("b_shape.yaml", "unknown-flow-field", None, "colour"),
+    ("b_shape.yaml", "bad-flow-transcribe", None, "transcribe"),
     ("b_shape.yaml", "unknown-step-field", "one", "volume"),
     ("b_shape.yaml", "two-kinds", "two_kinds", "kind"),
     ("b_shape.yaml", "no-kind", "no_kind", "kind"),
     ("b_shape.yaml", "bad-type-retry", "question", "retry.max"),
     ("b_shape.yaml", "bad-type-choices", "question", "choices.0"),
     ("b_shape.yaml", "bad-type-choices", "question", "choices.1"),
+    ("b_shape.yaml", "bad-type-transcribe", "question", "transcribe"),
     ("b_shape.yaml", "bad-type-history", "coach", "llm.history"),
     ("b_shape.yaml", "branch-with-next", "route", "next"),
     ("b_shape.yaml", "end-with-next", "done", "next"),
@@ -555,3 +557,31 @@ def test_graph_checks_go_on_for_the_steps_that_parsed(cli, tmp_path):
     assert f"{path}:11: step 'three': transitions without `else`" in result.output
     # `three` is reached through the step that did not parse: not "unreachable".
     assert "unreachable" not in result.output
+
+
+TRANSCRIBE = """\
+id: intake
+transcribe: true
+start: week
+steps:
+  week:
+    ask: "Tell me about your week."
+    transcribe: false
+    next: talk
+  talk:
+    llm: {history: 0}
+    transcribe: {{TALK}}
+"""
+
+
+def test_cli_accepts_transcribe_switches_and_rejects_a_non_boolean_with_file_line(cli, tmp_path):
+    path = tmp_path / "intake.yaml"
+    path.write_text(TRANSCRIBE.replace("{{TALK}}", "false"))
+    result = cli.invoke(args=["flows", "validate", str(path)])
+    assert result.exit_code == 0, result.output
+    for value in ("often", '"false"', "0"):
+        path.write_text(TRANSCRIBE.replace("{{TALK}}", value))
+        result = cli.invoke(args=["flows", "validate", str(path)])
+        assert result.exit_code == 1
+        assert f"{path}:11: step 'talk': steps.talk.transcribe: " in result.output, value
+        assert "valid boolean" in result.output

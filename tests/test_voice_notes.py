@@ -23,6 +23,8 @@ from tests.twiml import messages_of
 ROOT = Path(__file__).resolve().parent.parent
 SENDER = "whatsapp:+15551230001"
 OGG = b"OggS\x00\x02" + bytes(range(256)) * 8  # 2 KB standing in for a voice note
+#: A real Ogg Opus recording of 3 seconds (a tone; tests/data/audio/README.md says how it was made).
+OPUS_3S = (ROOT / "tests" / "data" / "audio" / "tone_3s.ogg").read_bytes()
 SORRY = "I couldn't listen to that, could you type it?"
 
 FLOW = """\
@@ -53,10 +55,15 @@ def settings() -> str | None:
 
 
 @pytest.fixture
-def app_config(app_config: dict, tmp_path: Path, settings: str | None) -> dict:
+def flow() -> str:
+    return FLOW
+
+
+@pytest.fixture
+def app_config(app_config: dict, tmp_path: Path, settings: str | None, flow: str) -> dict:
     folder = tmp_path / "flows"
     folder.mkdir()
-    (folder / "coach.yaml").write_text(FLOW, encoding="utf-8")
+    (folder / "coach.yaml").write_text(flow, encoding="utf-8")
     if settings is not None:
         (folder / "_settings.yaml").write_text(settings, encoding="utf-8")
     return {**app_config, "FLOWS_DIR": str(folder)}
@@ -75,8 +82,10 @@ def voice_note(twilio, fake_twilio, data: bytes = OGG, content_type: str = "audi
 
 
 def inbound(app) -> Message:
+    """The contact's latest message."""
     with app.app_context():
-        row = db.session.scalars(sa.select(Message).where(Message.direction == "inbound")).one()
+        query = sa.select(Message).where(Message.direction == "inbound").order_by(Message.id)
+        row = db.session.scalars(query).all()[-1]
         db.session.expunge(row)
         return row
 
@@ -100,6 +109,7 @@ def test_a_voice_note_is_transcribed_and_answered_inline(app, twilio, fake_twili
     assert message.body == ""  # what the contact sent; the transcript is beside it
     assert message.media["transcript"]["text"] == "I want to sleep better"
     assert message.media["transcript"]["bytes"] == len(OGG)
+    assert "audio_seconds" not in message.media["transcript"]  # these bytes have no length
     assert message.media["urls"] and message.turn_status == "done"
 
 
@@ -148,6 +158,44 @@ def test_a_voice_note_over_the_size_limit_is_not_transcribed(app, twilio, fake_t
     assert "limit" in inbound(app).media["transcript"]["error"]
 
 
+@pytest.mark.parametrize("settings", [SETTINGS + "  max_seconds: 2\n"])
+def test_a_voice_note_over_the_duration_limit_is_not_transcribed(
+    app, twilio, fake_twilio, fake_openai
+):
+    response = voice_note(twilio, fake_twilio, data=OPUS_3S)
+    assert messages_of(response.data) == [SORRY]
+    assert fake_openai.transcription_requests == []  # nothing paid for
+    assert fake_openai.requests == []  # the flow did not run
+    message = inbound(app)
+    heard = message.media["transcript"]
+    assert heard["audio_seconds"] == 3.0 and heard["bytes"] == len(OPUS_3S)
+    assert "VoiceNoteTooLong" in heard["error"] and "limit of 2 s" in heard["error"]
+    assert message.media["urls"] and message.media["types"] == ["audio/ogg"]
+    # The contact types instead, and the flow goes on.
+    assert messages_of(twilio.say("I want to sleep better", sender=SENDER).data) == [
+        "heard: I want to sleep better"
+    ]
+
+
+def test_a_voice_note_within_the_duration_limit_is_transcribed(
+    app, twilio, fake_twilio, fake_openai
+):
+    fake_openai.transcribe = lambda audio: "Sleep" if audio == OPUS_3S else "??"
+    response = voice_note(twilio, fake_twilio, data=OPUS_3S)
+    assert messages_of(response.data) == ["(voice note, 1 media)", "heard: Sleep"]
+    assert inbound(app).media["transcript"]["audio_seconds"] == 3.0
+
+
+@pytest.mark.parametrize("settings", [SETTINGS + "  max_seconds: 1\n"])
+def test_a_voice_note_of_unknown_length_is_held_to_the_size_limit_only(
+    app, twilio, fake_twilio, fake_openai
+):
+    fake_openai.transcribe = lambda audio: "Movement"
+    response = voice_note(twilio, fake_twilio, data=OGG)  # no length mutagen can read
+    assert messages_of(response.data) == ["(voice note, 1 media)", "heard: Movement"]
+    assert len(fake_openai.transcription_requests) == 1
+
+
 def test_the_transcript_is_in_the_console_and_the_inbox(
     app, twilio, fake_twilio, fake_openai, client
 ):
@@ -175,6 +223,53 @@ def test_a_flow_can_turn_transcription_off(app, twilio, fake_twilio, fake_openai
     twilio.say("hello", sender=SENDER)  # the contact is now in `coach`
     voice_note(twilio, fake_twilio)
     assert fake_openai.transcription_requests == []
+
+
+#: A question whose answer is kept as audio, then a conversation with the model.
+SWITCHED = """\
+id: coach
+trigger: {default: true}
+start: week
+steps:
+  week:
+    ask: "Tell me about your week."
+    type: media
+    transcribe: false
+    save_as: week
+    next: got
+  got:
+    say: "{{ 'transcribed' if input.transcribed else 'kept' }}: {{ input.text or '-' }}, \\
+      {{ vars.week | length }} media"
+    next: talk
+  talk:
+    llm: {history: 0, until: "{{ false }}", max_turns: 20}
+"""
+
+
+@pytest.mark.parametrize("flow", [SWITCHED])
+def test_a_step_can_turn_transcription_off(app, twilio, fake_twilio, fake_openai):
+    fake_openai.transcribe = lambda audio: "Busy, but good"
+    assert messages_of(twilio.say("hi", sender=SENDER).data) == ["Tell me about your week."]
+    # Waiting at `week` (transcribe: false): the audio as media, no text, as without voice notes.
+    response = voice_note(twilio, fake_twilio)
+    assert messages_of(response.data) == ["kept: -, 1 media", "heard:"]
+    assert fake_openai.transcription_requests == [] and fake_twilio.media_requests == []
+    assert "transcript" not in inbound(app).media
+    # Waiting at `talk` (transcribe by default): transcribed again.
+    response = voice_note(twilio, fake_twilio)
+    assert messages_of(response.data) == ["heard: Busy, but good"]
+    assert len(fake_openai.transcription_requests) == 1
+
+
+@pytest.mark.parametrize(
+    "flow", ["transcribe: false\n" + SWITCHED.replace("    transcribe: false\n", "")]
+)
+def test_a_flow_file_can_turn_transcription_off(app, twilio, fake_twilio, fake_openai):
+    # A contact in no flow: the flow the voice note starts (the default) says no.
+    assert messages_of(voice_note(twilio, fake_twilio).data) == ["Tell me about your week."]
+    assert messages_of(voice_note(twilio, fake_twilio).data) == ["kept: -, 1 media", "heard:"]
+    assert messages_of(voice_note(twilio, fake_twilio).data) == ["heard:"]
+    assert fake_openai.transcription_requests == [] and fake_twilio.media_requests == []
 
 
 def test_images_are_not_transcribed(app, twilio, fake_twilio, fake_openai):

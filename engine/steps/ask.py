@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from engine.answers import (
     AnswerType,
@@ -117,6 +117,9 @@ class AskStep(StepBase):
     """Stop waiting after a while: ``{after: 24h, next: nudge}``."""
     template: WhatsAppTemplate | None = None
     """A WhatsApp template sent instead of the question outside the 24-hour window."""
+    transcribe: StrictBool = True
+    """Transcribe a voice note answering here (``voice_notes`` in ``_settings.yaml``);
+    ``false``: the step gets the audio as media, with no text."""
 
     @model_validator(mode="after")
     def _fits_type(self) -> AskStep:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from engine.effects import Effect, HandOver
+from engine.effects import Effect
 from engine.moderation import Decision, Moderator
 from engine.ports import (
     HTTP,
@@ -256,15 +256,20 @@ class StepContext:
             self.moderation.append(decision)
         return decision
 
-    def safe_message(self) -> None:
-        """Send the moderation's safe message and hand over when it is configured to."""
+    def safe_message(self, decision: Decision) -> None:
+        """Send the moderation's safe message, and hand over as its settings say.
+
+        Args:
+            decision: The inbound decision whose action is ``safe_message``.
+        """
         assert self.moderator is not None
         settings = self.moderator.settings
         self.replies.append(
             Reply(text=settings.safe_message.strip(), step_id=self.step_id, author="system")
         )
-        if settings.handover:
-            self.emit(HandOver(settings.handover))
+        handover = settings.handover_for(decision)
+        if handover is not None:
+            self.emit(handover)
 
     def time_left(self) -> float | None:
         """Seconds left before the turn's deadline (None: no deadline).
@@ -443,6 +448,13 @@ class StepBase(BaseModel):
     def resume(self, context: StepContext) -> StepResult:
         """Run the step with the contact's answer, after it waited."""
         raise StepError(context.step_id, f"a {self.kind} step does not wait for the contact")
+
+    def transcribes(self) -> bool:
+        """Whether a voice note sent while the execution waits here is transcribed.
+
+        The step's ``transcribe`` (``ask`` and ``llm`` steps); True for kinds without it.
+        """
+        return bool(getattr(self, "transcribe", True))
 
     def targets(self) -> Iterator[tuple[tuple[str | int, ...], str]]:
         """Every step id this step can lead to, with where it is named."""

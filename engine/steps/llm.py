@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from engine.ports import LLMError, LLMRequest
 from engine.steps.base import (
@@ -126,6 +126,9 @@ class LLMStep(StepBase):
     fail: str | None = None
     """``classify``/``extract``: the step to go to when the model fails or
     cannot answer (no label, a field left empty); the flow's fallback without it."""
+    transcribe: StrictBool = True
+    """Transcribe a voice note sent while the step waits (``voice_notes`` in
+    ``_settings.yaml``); ``false``: the step gets the audio as media, with no text."""
 
     @model_validator(mode="after")
     def _routes(self) -> LLMStep:
@@ -171,7 +174,7 @@ class LLMStep(StepBase):
                 f"moderation flagged the contact's message ({decision.category or decision.error})",
                 retryable=True,
             )
-        context.safe_message()
+        context.safe_message(decision)
         return Wait()
 
     def output_schema(self) -> dict[str, Any] | None:
