@@ -176,21 +176,28 @@ class SqlStore:
     def _insert(self, table: Any) -> Any:
         return _dialect_insert(self._dialect(), table)
 
-    def upsert_contact(self, phone: str, name: str | None) -> int:
+    def upsert_contact(self, phone: str, name: str | None, *, insert_first: bool = False) -> int:
         """The contact's id, creating the contact on first sight (race-safe).
 
-        Looks first and inserts only when missing: the webhook's common case is
-        one query (it sits on every inbound message's path).
+        Looks first and inserts only when missing: one query when the contact
+        exists. With `insert_first` (the caller expects a new contact: the
+        webhook found none), inserts first and looks only when the insert
+        met an existing row: one statement for a new contact.
         """
-        row = self.session.execute(
-            sa.select(Contact.id, Contact.name).where(Contact.phone == phone)
-        ).first()
+        row = None
+        if not insert_first:
+            row = self.session.execute(
+                sa.select(Contact.id, Contact.name).where(Contact.phone == phone)
+            ).first()
         if row is None:
-            self.session.execute(
+            now = utcnow()
+            row = self.session.execute(
                 self._insert(Contact)
-                .values(phone=phone, name=name, created_at=utcnow(), updated_at=utcnow())
+                .values(phone=phone, name=name, created_at=now, updated_at=now)
                 .on_conflict_do_nothing(index_elements=["phone"])
-            )
+                .returning(Contact.id, Contact.name)
+            ).first()
+        if row is None:  # it was there after all (or another request just made it)
             row = self.session.execute(
                 sa.select(Contact.id, Contact.name).where(Contact.phone == phone)
             ).one()
@@ -202,18 +209,24 @@ class SqlStore:
             )
         return row.id
 
-    def upsert_conversation(self, contact_id: int, channel: Channel, address: str) -> int:
-        """The conversation's id on this channel and sender address (race-safe)."""
+    def upsert_conversation(
+        self, contact_id: int, channel: Channel, address: str, *, insert_first: bool = False
+    ) -> int:
+        """The conversation's id on this channel and sender address (race-safe).
+
+        `insert_first` as in `upsert_contact`.
+        """
         where = (
             Conversation.contact_id == contact_id,
             Conversation.channel == channel,
             Conversation.address == address,
         )
-        found = self.session.scalar(sa.select(Conversation.id).where(*where))
-        if found is not None:
-            return found
+        if not insert_first:
+            found = self.session.scalar(sa.select(Conversation.id).where(*where))
+            if found is not None:
+                return found
         now = utcnow()
-        self.session.execute(
+        created = self.session.scalar(
             self._insert(Conversation)
             .values(
                 contact_id=contact_id,
@@ -224,7 +237,10 @@ class SqlStore:
                 last_message_at=now,
             )
             .on_conflict_do_nothing(index_elements=["contact_id", "channel", "address"])
+            .returning(Conversation.id)
         )
+        if created is not None:
+            return created
         return self.session.scalars(sa.select(Conversation.id).where(*where)).one()
 
     def store_inbound(
@@ -281,13 +297,10 @@ class SqlStore:
             if name and known_name != name:
                 self._rename(contact_id, name, now)
             return StoredInbound(message_id, contact_id, conversation_id)
-        # A duplicate, or a new contact or conversation.
-        if self.session.execute(
-            sa.select(message.id).where(message.message_sid == message_sid)
-        ).first():
-            return None
-        contact_id = self.upsert_contact(phone, name)
-        conversation_id = self.upsert_conversation(contact_id, channel, address)
+        # A new contact or conversation (or, rarely, a duplicate: the contact
+        # and conversation are then found, and the message is not stored).
+        contact_id = self.upsert_contact(phone, name, insert_first=True)
+        conversation_id = self.upsert_conversation(contact_id, channel, address, insert_first=True)
         message_id = self.session.execute(
             self._insert(message_table)
             .values(
