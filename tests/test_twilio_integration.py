@@ -631,6 +631,25 @@ def test_send_with_wrong_credentials(fake_twilio: tuple[FakeTwilio, str]) -> Non
         wrong.close()
 
 
+def test_send_goes_through_the_proxy_the_environment_names(
+    fake_twilio: tuple[FakeTwilio, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The proxy variables are read once, when the sender is made (requests
+    # would read them on every send); an operator's HTTP(S)_PROXY still
+    # applies. The fake server acts as the proxy: the API host does not exist.
+    app, base = fake_twilio
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HTTP_PROXY", base)
+    proxied = TwilioSender(ACCOUNT_SID, AUTH_TOKEN, api_base_url="http://twilio.invalid", timeout=5)
+    monkeypatch.delenv("HTTP_PROXY")  # read already
+    try:
+        assert proxied.send("+14155238886", "+15551234567", "via proxy").startswith("SM")
+    finally:
+        proxied.close()
+    assert app.bodies == ["via proxy"]
+
+
 def test_sender_needs_credentials() -> None:
     with pytest.raises(ValueError, match="auth token"):
         TwilioSender(ACCOUNT_SID, "")
