@@ -170,6 +170,7 @@ class OpenAILLM:
             }
 
         import openai  # already imported by __init__: a dictionary look-up
+        from openai.types.chat import ChatCompletion
 
         client = self._client
         if request.timeout is not None:
@@ -180,7 +181,13 @@ class OpenAILLM:
             client = client.with_options(timeout=attempt, max_retries=retries)
         started = time.perf_counter()
         try:
-            response = client.chat.completions.create(**kwargs)
+            # The client's own request path (retries, timeouts, errors, typed
+            # answer), without `chat.completions.create`'s walk of the
+            # parameters' TypedDicts: the body is plain JSON already, and
+            # that walk was two fifths of the call's CPU.
+            response = client.post(
+                "/chat/completions", body=kwargs, cast_to=ChatCompletion, stream=False
+            )
         except openai.APITimeoutError as exc:
             raise LLMError(
                 f"LLM request to model {request.model!r} timed out "
