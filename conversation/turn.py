@@ -396,7 +396,8 @@ class TurnService:
         if not leases.fence(plan.contact_id, token):
             session.rollback()
             raise LeaseLost()
-        controlled_by = leases.controller(view.conversation_id)
+        stamp = plan.inbound.message_id if plan.inbound is not None else None
+        controlled_by = leases.controller(view.conversation_id, stamp)
         if controlled_by != "bot":  # a person took over while the engine ran
             session.rollback()  # the fence's release too: `_skip` releases again
             return self._skip(plan, view, token, outcome, controlled_by)
@@ -419,8 +420,9 @@ class TurnService:
                 status = "timed_out"
             calls = [call.recorded() for call in result.llm_calls]
             decisions = [decision.recorded() for decision in result.moderation]
+            message_id = plan.inbound.message_id
             store.finish_inbound(
-                plan.inbound.message_id, status, execution_id, flow_id, calls, decisions
+                message_id, status, execution_id, flow_id, calls, decisions, stamp=False
             )
         if plan.on_commit is not None:
             plan.on_commit(store, result, execution_id, ids)

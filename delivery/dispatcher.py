@@ -177,7 +177,7 @@ class Dispatcher:
             return "idle", None
         stored = StoredInbound(message.id, contact_id, message.conversation_id)
         incoming = dataclasses.replace(incoming_from_row(message, message), body=body)
-        claim = partial(self.outbox.claim_in_transaction, contact_id)
+        claim = partial(self.outbox.claim_in_transaction, contact_id, message.conversation_id)
         # The claim's transaction is still open: the turn's reads join it
         # (the contact and conversation were read with the message), and the
         # turn commits with its first send claimed, or stores the fallback.

@@ -96,6 +96,11 @@ _RECORD_OUTCOME = (
         message_sid=sa.func.coalesce(_message.message_sid, sa.bindparam("sid", type_=sa.String)),
     )
 )
+#: A delivery row: written before the REST call, finished after it.
+_INSERT_DELIVERY = sa.insert(delivery_table)
+_FINISH_DELIVERY = sa.update(delivery_table).where(
+    delivery_table.c.idempotency_key == sa.bindparam("key")
+)
 #: A send cut short (no answer in time): ``unknown`` unless already further along.
 _RECORD_UNKNOWN = (
     sa.update(message_table)
@@ -147,7 +152,7 @@ _LOCK_CONVERSATION = (
 )
 
 #: An outbound message with everything that decides whether it goes out.
-_TO_SEND = (
+_SEND_BASE = (
     sa.select(
         _message.id,
         _message.author,
@@ -171,7 +176,18 @@ _TO_SEND = (
     )
     .join(contact_table, _contact.id == _message.contact_id)
     .outerjoin(opt_out_table, opt_out_table.c.contact_id == _message.contact_id)
-    .where(_message.id == sa.bindparam("message_id"))
+)
+_TO_SEND = _SEND_BASE.where(_message.id == sa.bindparam("message_id"))
+#: The same for the contact's oldest pending outbound message, with its conversation.
+_OLDEST_TO_SEND = (
+    _SEND_BASE.add_columns(_message.conversation_id)
+    .where(
+        _message.contact_id == sa.bindparam("contact_id"),
+        _message.direction == "outbound",
+        _message.status == "pending",
+    )
+    .order_by(_message.id)
+    .limit(1)
 )
 
 
@@ -347,7 +363,7 @@ class Outbox:
         )
         return claim, work.inbound_waiting
 
-    def claim_in_transaction(self, contact_id: int) -> Claim | None:
+    def claim_in_transaction(self, contact_id: int, conversation_id: int) -> Claim | None:
         """Claim the contact's next send inside the caller's open transaction.
 
         For a queued turn's commit (`delivery.dispatcher`): the first reply's
@@ -355,19 +371,30 @@ class Outbox:
         message. Nothing is committed here; if the caller's transaction rolls
         back, so does the claim.
 
+        Args:
+            contact_id: The contact.
+            conversation_id: The conversation the turn spoke in: its row lock
+                is taken first, and the contact's oldest pending message is
+                claimed only if it is of this conversation.
+
         Returns:
             The claim to send once the caller has committed; None when there
-            is nothing to send now (nothing pending, another send of the
-            conversation under way, or the message was not to be sent:
-            recorded as such in the same transaction). `send_pending` looks
-            again after it.
+            is nothing to claim here (nothing pending, another send of the
+            conversation under way, an older message of another
+            conversation first, or the message was not to be sent: recorded
+            as such in the same transaction). `send_pending` looks again
+            after it.
         """
-        work = self.session.execute(_NEXT_WORK, {"contact_id": contact_id}).one()
-        if work.message_id is None:
+        conversation = self.session.execute(
+            _LOCK_CONVERSATION, {"conversation_id": conversation_id}
+        ).one()
+        now = utcnow()
+        if conversation.sending and self._in_flight(conversation.id, now):
             return None
-        claim = self._claim_rows(
-            work.message_id, wait_for_others=True, conversation_id=work.conversation_id
-        )
+        message = self.session.execute(_OLDEST_TO_SEND, {"contact_id": contact_id}).first()
+        if message is None or message.conversation_id != conversation.id:
+            return None
+        claim = self._claim_message(conversation, message, now)
         return claim if isinstance(claim, Claim) else None
 
     def _claim(
@@ -417,6 +444,11 @@ class Outbox:
             return None  # its sender sends the rest when it is done
         # Read under the lock: whether another worker claimed it meanwhile.
         message = self.session.execute(_TO_SEND, {"message_id": message_id}).one()
+        return self._claim_message(conversation, message, now)
+
+    def _claim_message(self, conversation: Row, message: Row, now: dt.datetime) -> Claim | _Skipped:
+        """Write the delivery of `message` (a row of ``_TO_SEND``) under the lock of
+        `conversation` (a row of ``_LOCK_CONVERSATION``), or why it does not go out."""
         if message.attempted or message.message_sid is not None:
             return _Skipped(message.id)
         template = (message.media or {}).get("template")
@@ -451,7 +483,7 @@ class Outbox:
             )
             log.warning("delivery.not_sent message=%s reason=%s", message.id, skip)
             return _Skipped(message.id)
-        self.session.execute(sa.insert(delivery_table).values(**delivery, state="sending"))
+        self.session.execute(_INSERT_DELIVERY, {**delivery, "state": "sending"})
         return Claim(
             message_id=message.id,
             key=key,
@@ -547,14 +579,14 @@ class Outbox:
                 },
             )
         self.session.execute(
-            sa.update(delivery_table)
-            .where(delivery_table.c.idempotency_key == outcome.claim.key)
-            .values(
-                state=outcome.state,
-                attempts=outcome.attempts,
-                error=outcome.error,
-                finished_at=outcome.finished_at,
-            )
+            _FINISH_DELIVERY,
+            {
+                "key": outcome.claim.key,
+                "state": outcome.state,
+                "attempts": outcome.attempts,
+                "error": outcome.error,
+                "finished_at": outcome.finished_at,
+            },
         )
 
     def _durably(self, write: Callable[[], _T]) -> _T:

@@ -37,6 +37,28 @@ _INSERT_MESSAGE = (
     .returning(message_table.c.id)
 )
 
+#: Hot-path writes, built once: their SET clauses come from each call's
+#: parameters (SQLAlchemy caches a compiled form per set of keys), so nothing
+#: is built, and no cache key computed, per turn.
+_UPDATE_EXECUTION = sa.update(execution_table).where(
+    execution_table.c.id == sa.bindparam("execution_id")
+)
+_END_EXECUTION = _UPDATE_EXECUTION.values(
+    ended_at=sa.func.coalesce(execution_table.c.ended_at, sa.bindparam("ended_now"))
+)
+_INSERT_EXECUTION = sa.insert(execution_table).returning(execution_table.c.id)
+_FINISH_INBOUND = sa.update(message_table).where(message_table.c.id == sa.bindparam("finished_id"))
+#: The conversation's last_message_at moves up to the inbound message's arrival.
+_STAMP_CONVERSATION = (
+    sa.update(conversation_table)
+    .where(
+        message_table.c.id == sa.bindparam("finished_id"),
+        conversation_table.c.id == message_table.c.conversation_id,
+        conversation_table.c.last_message_at < message_table.c.created_at,
+    )
+    .values(last_message_at=message_table.c.created_at)
+)
+
 _OPEN_EXECUTION = (
     sa.select(execution_table)
     .where(
@@ -398,16 +420,22 @@ class SqlStore:
             values["error"] = error
         ended = state.status in ("ended", "failed")
         if state.id:
-            column = execution_table.c
-            update = sa.update(execution_table).where(column.id == state.id).values(**values)
             if ended:
-                update = update.values(ended_at=sa.func.coalesce(column.ended_at, now))
-            if self.session.execute(update).rowcount:  # type: ignore[attr-defined]
+                update, params = _END_EXECUTION, {"ended_now": now, **values}
+            else:
+                update, params = _UPDATE_EXECUTION, values
+            result = self.session.execute(update, {"execution_id": state.id, **params})
+            if result.rowcount:  # type: ignore[attr-defined]
                 return state.id
-        insert = sa.insert(execution_table).values(
-            contact_id=contact_id, started_at=now, ended_at=now if ended else None, **values
-        )
-        state.id = self.session.execute(insert.returning(execution_table.c.id)).scalar_one()
+        state.id = self.session.execute(
+            _INSERT_EXECUTION,
+            {
+                "contact_id": contact_id,
+                "started_at": now,
+                "ended_at": now if ended else None,
+                **values,
+            },
+        ).scalar_one()
         return state.id
 
     def end_execution(self, execution_id: int) -> None:
@@ -510,6 +538,8 @@ class SqlStore:
         flow_id: str | None,
         llm_calls: list[dict[str, Any]] | None = None,
         moderation: list[dict[str, Any]] | None = None,
+        *,
+        stamp: bool = True,
     ) -> None:
         """Record how the inbound message's turn ended (``done``, ``failed``, ``skipped``).
 
@@ -517,7 +547,8 @@ class SqlStore:
         arrival (the webhook leaves the conversation row alone: a send may
         hold its lock). `llm_calls`, when given, are the turn's model calls
         (`Message.llm_calls`); `moderation`, the turn's moderation decisions
-        (`Message.moderation`).
+        (`Message.moderation`). ``stamp=False``: the caller moved
+        ``last_message_at`` already (`SqlTurnStore.controller`).
         """
         values: dict[str, Any] = {
             "turn_status": turn_status,
@@ -528,19 +559,9 @@ class SqlStore:
             values["llm_calls"] = llm_calls
         if moderation:
             values["moderation"] = moderation
-        self.session.execute(
-            sa.update(message_table).where(message_table.c.id == message_id).values(**values)
-        )
-        conversation, message = conversation_table.c, message_table.c
-        self.session.execute(
-            sa.update(conversation_table)
-            .where(
-                message.id == message_id,
-                conversation.id == message.conversation_id,
-                conversation.last_message_at < message.created_at,
-            )
-            .values(last_message_at=message.created_at)
-        )
+        self.session.execute(_FINISH_INBOUND, {"finished_id": message_id, **values})
+        if stamp:
+            self.session.execute(_STAMP_CONVERSATION, {"finished_id": message_id})
 
     def latest_conversation(self, contact_id: int) -> Conversation | None:
         """The contact's conversation with the most recent message, or None."""

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from engine.ports import Channel
-from models.entities import Contact, Conversation, TurnLease
+from models.entities import Contact, Conversation, Message, TurnLease
 
 contact_table: sa.Table = Contact.__table__  # type: ignore[assignment]
 conversation_table: sa.Table = Conversation.__table__  # type: ignore[assignment]
@@ -120,6 +120,30 @@ _CONTROLLER = (
 )
 
 
+_message = Message.__table__.c  # type: ignore[attr-defined]
+#: `_CONTROLLER` for a turn that answers an inbound message: the row is locked
+#: by an UPDATE that moves last_message_at up to the message's arrival (one
+#: statement for both; the lock conflicts with a control change as FOR SHARE does).
+_STAMP_AND_CONTROLLER = (
+    sa.update(conversation_table)
+    .where(
+        conversation_table.c.id == sa.bindparam("conversation"),
+        _message.id == sa.bindparam("stamp_message"),
+        _message.conversation_id == conversation_table.c.id,
+    )
+    .values(
+        last_message_at=sa.case(
+            (
+                conversation_table.c.last_message_at < _message.created_at,
+                _message.created_at,
+            ),
+            else_=conversation_table.c.last_message_at,
+        )
+    )
+    .returning(conversation_table.c.controlled_by)
+)
+
+
 def lease_owner() -> str:
     """Who is claiming: ``host:pid:thread``, at most 64 characters (for operators)."""
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{threading.get_ident() % 10**8}"[:64]
@@ -193,9 +217,21 @@ class SqlTurnStore:
             controlled_by=row.controlled_by,
         )
 
-    def controller(self, conversation_id: int) -> str:
-        """Who has the conversation now, read under a share lock until the caller commits."""
-        return self.session.execute(_CONTROLLER, {"conversation": conversation_id}).scalar_one()
+    def controller(self, conversation_id: int, stamp_message_id: int | None = None) -> str:
+        """Who has the conversation now, read under a lock until the caller commits.
+
+        Args:
+            conversation_id: The conversation.
+            stamp_message_id: An inbound message of it: its ``last_message_at``
+                moves up to the message's arrival in the same statement (the
+                caller then passes ``stamp=False`` to `SqlStore.finish_inbound`).
+        """
+        if stamp_message_id is None:
+            return self.session.execute(_CONTROLLER, {"conversation": conversation_id}).scalar_one()
+        return self.session.execute(
+            _STAMP_AND_CONTROLLER,
+            {"conversation": conversation_id, "stamp_message": stamp_message_id},
+        ).scalar_one()
 
     def lease_expiry(self, contact_id: int) -> dt.datetime | None:
         """When the contact's lease expires, or None when it is free."""
