@@ -45,6 +45,11 @@ pool, SQLAlchemy's default of 5 plus 10 overflow, closes overflow connections
 after a burst), PostgreSQL's background processes (WAL writer, checkpointer),
 Redis, the fake servers and the load generator. When PostgreSQL's processes
 cannot be read here (another machine or container), its figures are n/a.
+
+Last, with the fake LLM answering at once, `bench.floor` times the three client
+calls every queued reply makes (a chat completion, a Twilio send, a Celery
+publish) in this process: the least a reply costs before any of Parley's own
+work, against which the ratio above can be read.
 """
 
 from __future__ import annotations
@@ -76,6 +81,9 @@ import psycopg  # noqa: E402
 import redis  # noqa: E402
 import requests  # noqa: E402
 from twilio.request_validator import RequestValidator  # noqa: E402
+
+from bench.floor import Floor  # noqa: E402
+from bench.floor import measure as measure_floor  # noqa: E402
 
 BIN = Path(sys.executable).parent
 AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
@@ -112,6 +120,9 @@ def _fakes(connection: Any, llm_seconds: float) -> None:
                 connection.send(list(arrivals))
             elif command == "reset":
                 arrivals.clear()
+                connection.send(True)
+            elif command == "no delay":  # for `bench.floor`
+                openai.delay_seconds = 0.0
                 connection.send(True)
             else:
                 break
@@ -629,6 +640,11 @@ def main() -> None:
         bare_cpu = meter.stop({"backends": listed_backends(name)})
         stop(processes)
         processes.clear()
+
+        # What the clients every reply needs cost, alone, on this machine now.
+        parent.send("no delay")
+        parent.recv()
+        floor = measure_floor(openai_url, twilio_url, REDIS_URL, ACCOUNT_SID, AUTH_TOKEN)
     finally:
         stop(processes)
         parent.send("stop")
@@ -636,7 +652,7 @@ def main() -> None:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    report(args, run, arrivals, memory, bare_run, cpu, bare_cpu)
+    report(args, run, arrivals, memory, bare_run, cpu, bare_cpu, floor)
 
 
 def accepted(run: Run) -> int:
@@ -665,6 +681,7 @@ def report(
     bare_run: Run,
     cpu: dict[str, float | None],
     bare_cpu: dict[str, float | None],
+    floor: Floor,
 ) -> None:
     replies: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for moment, to, body in arrivals:
@@ -759,6 +776,17 @@ def report(
             f"{parley_ms:.1f} / {bare_all_ms:.1f} ms ({parley_ms / max(1e-9, bare_all_ms):.1f}x)"
         )
     rows.append(("CPU per message, all processes: Parley / bare", all_processes))
+    floor_ratio = ""
+    if None not in bare_all:
+        ratio = floor.total_ms / max(1e-9, bare_all_ms)
+        floor_ratio = f"; {ratio:.1f}x the bare endpoint's message"
+    rows.append(
+        (
+            "CPU per call of the clients every reply needs: OpenAI / Twilio / Celery publish",
+            f"{floor.openai_ms:.1f} / {floor.twilio_ms:.1f} / {floor.publish_ms:.1f} ms "
+            f"(together {floor.total_ms:.1f} ms{floor_ratio})",
+        )
+    )
     rows.append(
         (
             "cores busy: web / worker / PostgreSQL",
