@@ -186,7 +186,7 @@ class Dispatcher:
             incoming,
             token=token,
             status="pending",
-            view=view_from_row(message),
+            view=TurnView.of(message),  # a row of _PENDING, read under the lease
             on_replies=claim if claim_send else None,
         )
         if not outcome.recorded:
@@ -242,19 +242,6 @@ class Dispatcher:
     def send_messages(self, message_ids: Sequence[int]) -> int:
         """Send these stored outbound messages in order (`Outbox.send_messages`)."""
         return self.outbox.send_messages(message_ids)
-
-
-def view_from_row(message: Row) -> TurnView:
-    """The `TurnView` of a row of ``_PENDING`` (read under the contact's lease)."""
-    return TurnView(
-        contact_id=message.contact_id,
-        phone=message.phone,
-        name=message.name,
-        conversation_id=message.conversation_id,
-        channel=message.channel,
-        address=message.address,
-        controlled_by=message.controlled_by,
-    )
 
 
 def incoming_from_row(message: Row, contact: Any) -> Incoming:

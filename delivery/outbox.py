@@ -108,13 +108,15 @@ _RECORD_UNKNOWN = (
     .values(status="unknown")
 )
 
+#: The contact's outbound messages waiting to be sent.
+_PENDING_SEND = (
+    _message.contact_id == sa.bindparam("contact_id"),
+    _message.direction == "outbound",
+    _message.status == "pending",
+)
 _oldest_pending_send = (
     sa.select(_message.id, _message.conversation_id)
-    .where(
-        _message.contact_id == sa.bindparam("contact_id"),
-        _message.direction == "outbound",
-        _message.status == "pending",
-    )
+    .where(*_PENDING_SEND)
     .order_by(_message.id)
     .limit(1)
     .subquery()
@@ -181,11 +183,7 @@ _TO_SEND = _SEND_BASE.where(_message.id == sa.bindparam("message_id"))
 #: The same for the contact's oldest pending outbound message, with its conversation.
 _OLDEST_TO_SEND = (
     _SEND_BASE.add_columns(_message.conversation_id)
-    .where(
-        _message.contact_id == sa.bindparam("contact_id"),
-        _message.direction == "outbound",
-        _message.status == "pending",
-    )
+    .where(*_PENDING_SEND)
     .order_by(_message.id)
     .limit(1)
 )

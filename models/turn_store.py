@@ -89,9 +89,22 @@ class TurnView:
     address: str
     controlled_by: str
 
+    @classmethod
+    def of(cls, row: Any) -> TurnView:
+        """The view in a row with these attributes' names (``_VIEW_COLUMNS``, or more)."""
+        return cls(
+            contact_id=row.contact_id,
+            phone=row.phone,
+            name=row.name,
+            conversation_id=row.conversation_id,
+            channel=row.channel,
+            address=row.address,
+            controlled_by=row.controlled_by,
+        )
+
 
 _VIEW_COLUMNS = (
-    contact_table.c.id,
+    contact_table.c.id.label("contact_id"),
     contact_table.c.phone,
     contact_table.c.name,
     conversation_table.c.id.label("conversation_id"),
@@ -205,17 +218,9 @@ class SqlTurnStore:
             row = self.session.execute(_LATEST_VIEW, {"contact": contact_id}).first()
         else:
             row = self.session.execute(_VIEW, {"conversation": conversation_id}).first()
-        if row is None or row.id != contact_id:
+        if row is None or row.contact_id != contact_id:
             return None
-        return TurnView(
-            contact_id=row.id,
-            phone=row.phone,
-            name=row.name,
-            conversation_id=row.conversation_id,
-            channel=row.channel,
-            address=row.address,
-            controlled_by=row.controlled_by,
-        )
+        return TurnView.of(row)
 
     def controller(self, conversation_id: int, stamp_message_id: int | None = None) -> str:
         """Who has the conversation now, read under a lock until the caller commits.
