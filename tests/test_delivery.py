@@ -494,3 +494,33 @@ def test_a_task_for_a_contact_erased_since_is_done_not_retried(app):
     with app.app_context():
         assert dispatcher().drain(987654) is True
         db.session.remove()
+
+
+def test_a_turn_moves_its_conversation_to_the_message_it_answered(app, twilio, fake_twilio):
+    # The inbox orders conversations by last_message_at; the webhook leaves the
+    # row alone (a send may hold its lock) and the turn moves it up, with the
+    # read of who controls the conversation.
+    from models import Conversation
+
+    def stamps() -> tuple[dt.datetime, list[dt.datetime]]:
+        with app.app_context():
+            last = db.session.scalar(sa.select(Conversation.last_message_at))
+            arrivals = db.session.scalars(
+                sa.select(Message.created_at)
+                .where(Message.direction == "inbound")
+                .order_by(Message.id)
+            ).all()
+            db.session.remove()
+            return last, list(arrivals)
+
+    twilio.say("m0", sender=ANA)
+    drain(app)
+    created, (first,) = stamps()  # the conversation was made with its first message
+
+    twilio.say("m1", sender=ANA)
+    last, (_, second) = stamps()
+    assert last == created < second  # stored, not answered yet
+    drain(app)
+    last, (_, second) = stamps()
+    assert last == second > first
+    assert fake_twilio.bodies == ["got m0", "got m1"]
