@@ -524,3 +524,39 @@ def test_a_turn_moves_its_conversation_to_the_message_it_answered(app, twilio, f
     last, (_, second) = stamps()
     assert last == second > first
     assert fake_twilio.bodies == ["got m0", "got m1"]
+
+
+def test_a_turn_whose_commit_fails_sends_its_fallback_and_never_its_reply(
+    app, app_config, twilio, fake_twilio
+):
+    # The first reply's send is claimed inside the turn's commit; a commit that
+    # fails takes the claim with it, and only what was committed goes out.
+    if not app_config["DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("a deferred trigger fails the commit (PostgreSQL)")
+    with app.app_context():
+        db.session.execute(
+            sa.text(
+                """
+                CREATE SEQUENCE commit_fault;  -- not rolled back with the commit
+                CREATE FUNCTION fail_first_commit() RETURNS trigger AS $$
+                BEGIN
+                    IF nextval('commit_fault') = 1 THEN
+                        RAISE EXCEPTION 'the commit fails';
+                    END IF;
+                    RETURN NULL;
+                END $$ LANGUAGE plpgsql;
+                CREATE CONSTRAINT TRIGGER fail_first_commit AFTER INSERT ON delivery
+                    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+                    EXECUTE FUNCTION fail_first_commit();
+                """
+            )
+        )
+        db.session.commit()
+        db.session.remove()
+
+    twilio.say("m0", sender=ANA)
+    drain(app)
+
+    assert fake_twilio.bodies == ["fallback"]
+    assert [(row.body, row.status) for row in outbound(app)] == [("fallback", "queued")]
+    assert turn_statuses(app) == ["failed"]
