@@ -9,9 +9,11 @@ one contact:
    the contact's oldest inbound message whose turn is ``pending`` and runs it
    with `conversation.turn.TurnService.run` under that lease (execution,
    transcript and ``turn_status`` are committed together, and only while the
-   lease is still this worker's, so a turn runs once or not at all);
-2. sends the contact's ``pending`` outbound messages (`delivery.outbox`), and
-   repeats until nothing is pending.
+   lease is still this worker's, so a turn runs once or not at all); the
+   first reply's send is claimed in that same commit
+   (`Outbox.claim_in_transaction`);
+2. sends the contact's ``pending`` outbound messages (`delivery.outbox`),
+   that claimed one first, and repeats until nothing is pending.
 
 A worker killed during a turn wrote nothing: the message is still ``pending``
 and, once its lease expires (``TURN_LEASE_SECONDS``), the redelivered task
