@@ -48,15 +48,24 @@ _END_EXECUTION = _UPDATE_EXECUTION.values(
 )
 _INSERT_EXECUTION = sa.insert(execution_table).returning(execution_table.c.id)
 _FINISH_INBOUND = sa.update(message_table).where(message_table.c.id == sa.bindparam("finished_id"))
-#: The conversation's last_message_at moves up to the inbound message's arrival.
-_STAMP_CONVERSATION = (
+#: The conversation's last_message_at moves up to an inbound message's arrival
+#: (``finished_id``), never back. Also the turn's controller read
+#: (`models.turn_store`), which adds RETURNING.
+STAMP_CONVERSATION = (
     sa.update(conversation_table)
     .where(
         message_table.c.id == sa.bindparam("finished_id"),
         conversation_table.c.id == message_table.c.conversation_id,
-        conversation_table.c.last_message_at < message_table.c.created_at,
     )
-    .values(last_message_at=message_table.c.created_at)
+    .values(
+        last_message_at=sa.case(
+            (
+                conversation_table.c.last_message_at < message_table.c.created_at,
+                message_table.c.created_at,
+            ),
+            else_=conversation_table.c.last_message_at,
+        )
+    )
 )
 
 _OPEN_EXECUTION = (
@@ -561,7 +570,7 @@ class SqlStore:
             values["moderation"] = moderation
         self.session.execute(_FINISH_INBOUND, {"finished_id": message_id, **values})
         if stamp:
-            self.session.execute(_STAMP_CONVERSATION, {"finished_id": message_id})
+            self.session.execute(STAMP_CONVERSATION, {"finished_id": message_id})
 
     def latest_conversation(self, contact_id: int) -> Conversation | None:
         """The contact's conversation with the most recent message, or None."""

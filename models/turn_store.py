@@ -18,7 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from engine.ports import Channel
-from models.entities import Contact, Conversation, Message, TurnLease
+from models.entities import Contact, Conversation, TurnLease
+from models.store import STAMP_CONVERSATION
 
 contact_table: sa.Table = Contact.__table__  # type: ignore[assignment]
 conversation_table: sa.Table = Conversation.__table__  # type: ignore[assignment]
@@ -133,28 +134,12 @@ _CONTROLLER = (
 )
 
 
-_message = Message.__table__.c  # type: ignore[attr-defined]
 #: `_CONTROLLER` for a turn that answers an inbound message: the row is locked
-#: by an UPDATE that moves last_message_at up to the message's arrival (one
+#: by the UPDATE that moves last_message_at up to the message's arrival (one
 #: statement for both; the lock conflicts with a control change as FOR SHARE does).
-_STAMP_AND_CONTROLLER = (
-    sa.update(conversation_table)
-    .where(
-        conversation_table.c.id == sa.bindparam("conversation"),
-        _message.id == sa.bindparam("stamp_message"),
-        _message.conversation_id == conversation_table.c.id,
-    )
-    .values(
-        last_message_at=sa.case(
-            (
-                conversation_table.c.last_message_at < _message.created_at,
-                _message.created_at,
-            ),
-            else_=conversation_table.c.last_message_at,
-        )
-    )
-    .returning(conversation_table.c.controlled_by)
-)
+_STAMP_AND_CONTROLLER = STAMP_CONVERSATION.where(
+    conversation_table.c.id == sa.bindparam("conversation")
+).returning(conversation_table.c.controlled_by)
 
 
 def lease_owner() -> str:
@@ -235,7 +220,7 @@ class SqlTurnStore:
             return self.session.execute(_CONTROLLER, {"conversation": conversation_id}).scalar_one()
         return self.session.execute(
             _STAMP_AND_CONTROLLER,
-            {"conversation": conversation_id, "stamp_message": stamp_message_id},
+            {"conversation": conversation_id, "finished_id": stamp_message_id},
         ).scalar_one()
 
     def lease_expiry(self, contact_id: int) -> dt.datetime | None:
